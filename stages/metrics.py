@@ -1,0 +1,42 @@
+"""Scores for age and gender predictions: one definition for every model and split.
+
+Library code (scikit-learn), not hand-written formulas.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics
+
+METRIC_KEYS = (
+    "gender_accuracy",
+    "gender_f1",
+    "gender_auc",
+    "age_mae",
+    "age_rmse",
+    "age_within_5",
+    "n",
+)
+
+
+def scores(
+    age: np.ndarray, age_pred: np.ndarray, gender: np.ndarray, gender_prob: np.ndarray
+) -> dict:
+    """The metrics.json block for one model on one split."""
+    age, age_pred = np.asarray(age, float), np.asarray(age_pred, float)
+    gender, gender_prob = np.asarray(gender, int), np.asarray(gender_prob, float)
+    if len(age) == 0:
+        return {key: None for key in METRIC_KEYS[:-1]} | {"n": 0}
+    gender_pred = (gender_prob >= 0.5).astype(int)
+    both_classes = len(np.unique(gender)) == 2
+    return {
+        "gender_accuracy": round(float(metrics.accuracy_score(gender, gender_pred)), 4),
+        "gender_f1": round(float(metrics.f1_score(gender, gender_pred, zero_division=0)), 4),
+        "gender_auc": round(float(metrics.roc_auc_score(gender, gender_prob)), 4)
+        if both_classes
+        else None,
+        "age_mae": round(float(metrics.mean_absolute_error(age, age_pred)), 3),
+        "age_rmse": round(float(metrics.root_mean_squared_error(age, age_pred)), 3),
+        "age_within_5": round(float(np.mean(np.abs(age - age_pred) <= 5)), 4),
+        "n": int(len(age)),
+    }

@@ -1,0 +1,344 @@
+"""Typed, validated view of params.yaml.
+
+params.yaml is the single source of defaults: these dataclasses have none, so a
+missing key is an error rather than a silent fallback. Every stage reads its
+params through `load()`; a bad key or value stops with one line naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Union
+
+import yaml
+
+from stages.backbones import BACKBONES
+from stages.errors import UserError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(UserError):
+    """A key or value in params.yaml is wrong."""
+
+
+def _need(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ParamsError(f"{key}: {problem}")
+
+
+@dataclass(frozen=True)
+class Data:
+    raw: str  # archive (.tar.gz/.tar/.zip) or folder of UTKFace images
+    image_size: int  # square side, pixels, of the prepared images and model input
+    subset_size: int  # faces drawn for train + val
+    val_size: int
+    test_size: int  # cap on the held-out test split (0 disables it)
+
+    def check(self, at: str) -> None:
+        _need(self.image_size >= 32, f"{at}.image_size", f"must be >= 32, got {self.image_size}")
+        _need(self.image_size <= 512, f"{at}.image_size", f"must be <= 512, got {self.image_size}")
+        _need(self.subset_size >= 2, f"{at}.subset_size", f"must be >= 2, got {self.subset_size}")
+        _need(self.val_size >= 1, f"{at}.val_size", f"must be >= 1, got {self.val_size}")
+        _need(
+            self.val_size < self.subset_size,
+            f"{at}.val_size",
+            f"must be smaller than data.subset_size ({self.subset_size}), got {self.val_size}",
+        )
+        _need(self.test_size >= 0, f"{at}.test_size", f"must be >= 0, got {self.test_size}")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random training-time augmentation; 0 (or false) disables each one."""
+
+    flip: bool
+    rotation: float  # fraction of a full turn
+    translation: float  # fraction of the image side
+    zoom: float
+    brightness: float
+    contrast: float
+
+    def check(self, at: str) -> None:
+        for name in ("rotation", "translation", "zoom", "brightness", "contrast"):
+            value = getattr(self, name)
+            _need(0 <= value < 1, f"{at}.{name}", f"must be in [0, 1), got {value}")
+
+
+@dataclass(frozen=True)
+class Loss:
+    age: Literal["mae", "mse", "huber"]
+    age_weight: float
+    gender_weight: float
+    label_smoothing: float
+
+    def check(self, at: str) -> None:
+        _need(self.age_weight >= 0, f"{at}.age_weight", f"must be >= 0, got {self.age_weight}")
+        _need(
+            self.gender_weight >= 0,
+            f"{at}.gender_weight",
+            f"must be >= 0, got {self.gender_weight}",
+        )
+        _need(
+            self.age_weight + self.gender_weight > 0,
+            f"{at}.age_weight",
+            "age_weight and gender_weight cannot both be 0",
+        )
+        _need(
+            0 <= self.label_smoothing < 0.5,
+            f"{at}.label_smoothing",
+            f"must be in [0, 0.5), got {self.label_smoothing}",
+        )
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One call to model.fit: shared by model A and both phases of model B."""
+
+    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"]
+    learning_rate: float
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    schedule: Literal["plateau", "cosine"]  # plateau: ReduceLROnPlateau; cosine: decay to 0
+    reduce_lr_factor: float
+    reduce_lr_patience: int
+    early_stopping_patience: int
+
+    def check(self, at: str) -> None:
+        _need(
+            0 < self.learning_rate < 1,
+            f"{at}.learning_rate",
+            f"must be in (0, 1), got {self.learning_rate}",
+        )
+        _need(
+            self.weight_decay >= 0, f"{at}.weight_decay", f"must be >= 0, got {self.weight_decay}"
+        )
+        _need(self.batch_size >= 1, f"{at}.batch_size", f"must be >= 1, got {self.batch_size}")
+        _need(self.epochs >= 0, f"{at}.epochs", f"must be >= 0, got {self.epochs}")
+        _need(
+            0 < self.reduce_lr_factor < 1,
+            f"{at}.reduce_lr_factor",
+            f"must be in (0, 1), got {self.reduce_lr_factor}",
+        )
+        _need(
+            self.reduce_lr_patience >= 1,
+            f"{at}.reduce_lr_patience",
+            f"must be >= 1, got {self.reduce_lr_patience}",
+        )
+        _need(
+            self.early_stopping_patience >= 1,
+            f"{at}.early_stopping_patience",
+            f"must be >= 1, got {self.early_stopping_patience}",
+        )
+
+
+@dataclass(frozen=True)
+class ModelA:
+    trunk_filters: list[int]  # one conv block per entry, each halving the resolution
+    branch_filters: list[int]  # conv blocks of each head's own branch (age and gender)
+    convs_per_block: int
+    kernel_size: int
+    stem_stride: int  # 2: stride-2 stem conv; 4: plus a 2x2 pool (16x fewer trunk FLOPs)
+    batch_norm: bool
+    spatial_dropout: float
+    pooling: Literal["flatten", "avg"]
+    dense_units: int
+    dropout: float
+    l2: float
+    age_head: Literal["linear", "expectation"]
+    loss: Loss
+    augment: Augment
+    fit: Fit
+
+    def check(self, at: str) -> None:
+        _need(len(self.trunk_filters) >= 1, f"{at}.trunk_filters", "needs at least one block")
+        for name in ("trunk_filters", "branch_filters"):
+            values = getattr(self, name)
+            _need(all(v >= 1 for v in values), f"{at}.{name}", f"must be positive, got {values}")
+        _need(self.convs_per_block >= 1, f"{at}.convs_per_block", "must be >= 1")
+        _need(self.kernel_size in (1, 3, 5, 7), f"{at}.kernel_size", "must be 1, 3, 5 or 7")
+        _need(self.stem_stride in (1, 2, 4), f"{at}.stem_stride", "must be 1, 2 or 4")
+        _need(self.dense_units >= 1, f"{at}.dense_units", "must be >= 1")
+        _need(0 <= self.spatial_dropout < 1, f"{at}.spatial_dropout", "must be in [0, 1)")
+        _need(0 <= self.dropout < 1, f"{at}.dropout", "must be in [0, 1)")
+        _need(self.l2 >= 0, f"{at}.l2", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Phase2(Fit):
+    unfreeze: int | Literal["all"]  # top backbone layers made trainable (BatchNorm stays frozen)
+
+    def check(self, at: str) -> None:
+        super().check(at)
+        if self.unfreeze != "all":
+            _need(
+                self.unfreeze >= 0, f"{at}.unfreeze", f"must be >= 0 or 'all', got {self.unfreeze}"
+            )
+
+
+@dataclass(frozen=True)
+class ModelB:
+    backbone: str  # a key of models.BACKBONES
+    alpha: float  # width multiplier, MobileNet v1/v2 only
+    weights: str | None  # "imagenet", a path to a weights file, or null (random init)
+    pooling: Literal["avg", "max", "avgmax"]
+    norm: Literal["none", "batch", "layer"]
+    dropout: float
+    age_units: list[int]
+    gender_units: list[int]
+    age_head: Literal["linear", "expectation"]
+    loss: Loss
+    augment: Augment
+    phase1: Fit
+    phase2: Phase2
+
+    def check(self, at: str) -> None:
+        _need(
+            self.backbone in BACKBONES,
+            f"{at}.backbone",
+            f"unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}",
+        )
+        _need(self.alpha > 0, f"{at}.alpha", f"must be > 0, got {self.alpha}")
+        _need(0 <= self.dropout < 1, f"{at}.dropout", "must be in [0, 1)")
+        for name in ("age_units", "gender_units"):
+            values = getattr(self, name)
+            _need(all(v >= 1 for v in values), f"{at}.{name}", f"must be positive, got {values}")
+        if self.weights not in (None, "imagenet"):
+            _need(
+                Path(self.weights).is_file(),
+                f"{at}.weights",
+                f"file {self.weights!r} not found; give 'imagenet', a weights file, or null",
+            )
+
+
+@dataclass(frozen=True)
+class Train:
+    mixed_precision: bool  # mixed_float16 compute on a GPU; outputs stay float32
+    deterministic: bool  # deterministic TensorFlow ops: same params, same model (~25% slower)
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    flip_tta: bool  # average each prediction with that of the mirrored face
+    batch_size: int
+
+    def check(self, at: str) -> None:
+        _need(self.batch_size >= 1, f"{at}.batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class Report:
+    worst_faces: int  # thumbnails of the worst age predictions (DVC-cached, never in git)
+
+    def check(self, at: str) -> None:
+        _need(self.worst_faces >= 0, f"{at}.worst_faces", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    data: Data
+    train: Train
+    model_a: ModelA
+    model_b: ModelB
+    evaluate: Evaluate
+    report: Report
+
+
+def _convert(hint: object, value: object, key: str) -> object:
+    """Check `value` against the type hint `hint` and return it in that type."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key)
+    if origin is Literal:
+        options = typing.get_args(hint)
+        _need(value in options, key, f"must be one of {list(options)}, got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        problems = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, key)
+            except ParamsError as error:
+                problems.append(str(error).split(": ", 1)[1])
+        raise ParamsError(f"{key}: {' or '.join(problems)}")
+    if origin is list:
+        _need(isinstance(value, list), key, f"must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        _need(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        _need(ok, key, f"must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        _need(ok, key, f"must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        _need(isinstance(value, str), key, f"must be a string, got {value!r}")
+        return value
+    raise TypeError(f"{key}: unsupported type hint {hint!r}")  # a bug here, not in the YAML
+
+
+def build(cls: type, raw: object, at: str = "") -> object:
+    """Build dataclass `cls` from a YAML mapping, strictly: no unknown, no missing keys."""
+    where = at or "params.yaml"
+    _need(isinstance(raw, dict), where, f"must be a mapping, got {raw!r}")
+    assert isinstance(raw, dict)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        _need(
+            key in names,
+            f"{at}.{key}" if at else str(key),
+            f"unknown key (expected one of {names})",
+        )
+    values = {}
+    for name in names:
+        key = f"{at}.{name}" if at else name
+        _need(name in raw, key, "missing")
+        values[name] = _convert(hints[name], raw[name], key)
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        obj.check(at)
+    return obj
+
+
+def set_dotted(raw: dict, assignment: str) -> None:
+    """Apply one `key.path=value` override (value parsed as YAML), like `dvc exp run -S`."""
+    key, value = assignment.split("=", 1)
+    *path, last = key.split(".")
+    for part in path:
+        raw = raw[part]
+    raw[last] = yaml.safe_load(value)
+
+
+def load(path: Path | str = PARAMS_FILE) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found; run from the project root, where params.yaml is")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    try:
+        return build(Params, raw)  # type: ignore[return-value]
+    except ParamsError as error:
+        raise ParamsError(f"{path}: {error}") from None

@@ -1,0 +1,88 @@
+"""Shared fixtures: a synthetic UTKFace archive and a scratch project folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import params as P
+from tests.synthetic import write_archive
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+REAL_ARCHIVE = SHARED / "datasets" / "UTKFace.tar.gz"
+SHARED_WEIGHTS = SHARED / "weights"
+
+# Small, fast settings for tests: the synthetic sample, 32 px, tiny models.
+SMALL = [
+    "data.raw=data/raw/synthetic.tar.gz",
+    "data.image_size=32",
+    "data.subset_size=300",
+    "data.val_size=100",
+    "data.test_size=100",
+    "train.deterministic=false",
+    "model_a.trunk_filters=[8, 16]",
+    "model_a.branch_filters=[16]",
+    "model_a.stem_stride=1",
+    "model_a.dense_units=16",
+    "model_a.fit.batch_size=32",
+    "model_a.fit.epochs=1",
+    "model_b.weights=null",
+    "model_b.alpha=0.35",
+    "model_b.age_units=[16]",
+    "model_b.gender_units=[16]",
+    "model_b.phase1.epochs=1",
+    "model_b.phase1.batch_size=32",
+    "model_b.phase2.epochs=1",
+    "model_b.phase2.batch_size=32",
+    "evaluate.batch_size=64",
+    "report.worst_faces=4",
+]
+
+
+def write_params(folder: Path, overrides: list[str]) -> P.Params:
+    """params.yaml of the repo with dotted overrides, written into `folder`."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for assignment in overrides:
+        P.set_dotted(raw, assignment)
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return P.load(folder / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def synthetic_archive(tmp_path_factory) -> Path:
+    return write_archive(tmp_path_factory.mktemp("raw") / "synthetic.tar.gz", n=420, seed=0)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, synthetic_archive):
+    """A scratch project folder (the cwd) with small params and the synthetic archive."""
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    shutil.copy(synthetic_archive, tmp_path / "data" / "raw" / "synthetic.tar.gz")
+    write_params(tmp_path, SMALL)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def prepared_synthetic(tmp_path_factory, synthetic_archive) -> Path:
+    """data/prepared from the synthetic archive at 32 px, made once per session."""
+    from stages import prepare
+
+    folder = tmp_path_factory.mktemp("prepared_project")
+    (folder / "data" / "raw").mkdir(parents=True)
+    shutil.copy(synthetic_archive, folder / "data" / "raw" / "synthetic.tar.gz")
+    write_params(folder, SMALL)
+    cwd = Path.cwd()
+    os.chdir(folder)
+    try:
+        prepare.main()
+    finally:
+        os.chdir(cwd)
+    return folder / "data" / "prepared"
