@@ -45,7 +45,11 @@ def _memmap_member(path: Path, key: str) -> np.ndarray:
         name_len, extra_len = struct.unpack("<HH", handle.read(4))
         handle.seek(info.header_offset + 30 + name_len + extra_len)
         version = np.lib.format.read_magic(handle)
-        shape, fortran, dtype = np.lib.format._read_array_header(handle, version)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }[version]
+        shape, fortran, dtype = read_header(handle)
         offset = handle.tell()
     order = "F" if fortran else "C"
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
