@@ -86,3 +86,23 @@ def prepared_synthetic(tmp_path_factory, synthetic_archive) -> Path:
     finally:
         os.chdir(cwd)
     return folder / "data" / "prepared"
+
+
+@pytest.fixture(scope="session")
+def small_pipeline(tmp_path_factory, synthetic_archive) -> Path:
+    """A project folder where prepare, train_a, train_b and evaluate have run on the synthetic
+    sample with tiny settings (in-process, about a minute). Returns the folder; read-only."""
+    from stages import evaluate, prepare, train_a, train_b
+
+    folder = tmp_path_factory.mktemp("small_pipeline")
+    (folder / "data" / "raw").mkdir(parents=True)
+    shutil.copy(synthetic_archive, folder / "data" / "raw" / "synthetic.tar.gz")
+    write_params(folder, SMALL)
+    cwd = Path.cwd()
+    os.chdir(folder)
+    try:
+        for stage in (prepare, train_a, train_b, evaluate):
+            stage.main()
+    finally:
+        os.chdir(cwd)
+    return folder

@@ -1,0 +1,151 @@
+"""The real pipeline (`dvc repro`) in a scratch git repo, on a small sample.
+
+Used by tests/test_pipeline.py and by CI (`python -m tests.pipeline`): copies the
+project's tracked files into a new repo, points data.raw at the real archive when
+../shared has it (a synthetic one otherwise), shrinks the params, runs `dvc repro` and
+checks every declared output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from stages import params as P
+from tests.synthetic import write_archive
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+REAL_ARCHIVE = SHARED / "datasets" / "UTKFace.tar.gz"
+
+SAMPLE = [  # CI's sample: tiny but real settings, every stage exercised
+    "data.image_size=64",
+    "data.subset_size=300",
+    "data.val_size=100",
+    "data.test_size=100",
+    "train.deterministic=false",
+    "model_a.fit.epochs=2",
+    "model_b.phase1.epochs=1",
+    "model_b.phase2.epochs=1",
+    "model_b.phase2.unfreeze=20",
+    "report.worst_faces=4",
+]
+
+
+def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command in `cwd`; dvc through this Python, so the venv's dvc is the one used."""
+    if args[0] == "dvc":
+        args = (sys.executable, "-m", "dvc", *args[1:])
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def git(*args: str, cwd: Path) -> None:
+    sh("git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", *args, cwd=cwd)
+
+
+def make_repo(dest: Path, overrides: list[str], real: bool | None = None) -> Path:
+    """A fresh git + DVC repo at dest with the project's code and a small sample."""
+    tracked = sh("git", "ls-files", cwd=ROOT).stdout.split()
+    skip = ("dvc.lock", "reports/", "data/raw/")
+    for name in tracked:
+        if not name.startswith(skip) and (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    (dest / "data" / "raw").mkdir(parents=True, exist_ok=True)
+    use_real = REAL_ARCHIVE.exists() if real is None else real
+    if use_real:
+        archive = dest / "data" / "raw" / "UTKFace.tar.gz"
+        if REAL_ARCHIVE.stat().st_dev == dest.stat().st_dev:
+            os.link(REAL_ARCHIVE, archive)  # 90 MB: a hard link when the disk allows
+        else:
+            shutil.copy(REAL_ARCHIVE, archive)
+    else:
+        archive = write_archive(dest / "data" / "raw" / "synthetic.tar.gz", n=600)
+    raw = yaml.safe_load((dest / "params.yaml").read_text())
+    for assignment in [f"data.raw={archive.relative_to(dest)}", *overrides]:
+        P.set_dotted(raw, assignment)
+    if raw["model_b"]["weights"] == "imagenet" and not _imagenet_cached():
+        raw["model_b"]["weights"] = None  # offline with no cached weights: random init
+    (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    P.load(dest / "params.yaml")
+    git("init", "-q", cwd=dest)
+    git("add", "-A", cwd=dest)
+    git("commit", "-qm", "sample", cwd=dest)
+    return dest
+
+
+def _imagenet_cached() -> bool:
+    """Copy ../shared's weights into Keras's cache (KERAS_HOME) if there; True when cached."""
+    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    for weights in (SHARED / "weights").glob("*.h5"):
+        cache.mkdir(parents=True, exist_ok=True)
+        if not (cache / weights.name).exists():
+            shutil.copy(weights, cache / weights.name)
+    return any(cache.glob("mobilenet_v2_weights_*0.35_224_no_top.h5"))
+
+
+def declared_outputs(repo: Path) -> list[Path]:
+    """Every out, metric and plot file the stages of dvc.yaml declare."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    paths = []
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []):
+                paths.append(repo / (entry if isinstance(entry, str) else next(iter(entry))))
+    return paths
+
+
+def check_outputs(repo: Path) -> dict:
+    """All declared outputs exist; every metric in reports/metrics.json is finite."""
+    missing = [str(p.relative_to(repo)) for p in declared_outputs(repo) if not p.exists()]
+    assert not missing, f"declared outputs missing: {missing}"
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert set(metrics) == {"model_a", "model_b", "ensemble"}
+    for model, splits in metrics.items():
+        for split, values in splits.items():
+            for key, value in values.items():
+                ok = value is not None and math.isfinite(value)
+                assert ok or (key == "gender_auc" and value is None), (
+                    f"{model}.{split}.{key}={value}"
+                )
+    return metrics
+
+
+def main() -> None:
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="agegender-sample-") as tmp:
+        os.environ.setdefault("KERAS_HOME", str(Path(tmp) / "keras"))
+        repo = make_repo(Path(tmp) / "repo", SAMPLE)
+        data = "real UTKFace" if REAL_ARCHIVE.exists() else "synthetic faces"
+        print(f"sample pipeline: dvc repro on {data} ({', '.join(SAMPLE)})", flush=True)
+        result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo)
+        if result.returncode != 0:
+            sys.exit("sample pipeline: dvc repro failed")
+        metrics = check_outputs(repo)
+        print(sh("dvc", "metrics", "show", cwd=repo).stdout)
+        status = sh("dvc", "status", cwd=repo).stdout
+        assert "up to date" in status, status
+        val = {m: metrics[m]["val"] for m in metrics}
+        summary = ", ".join(
+            f"{m} gender {v['gender_accuracy']:.2f} age MAE {v['age_mae']:.1f}"
+            for m, v in val.items()
+        )
+        print(f"sample pipeline: ok in {time.monotonic() - start:.0f}s; val: {summary}")
+
+
+if __name__ == "__main__":
+    main()

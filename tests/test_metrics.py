@@ -1,0 +1,61 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages.data import Split
+from stages.evaluate import breakdown
+from stages.metrics import METRIC_KEYS, scores
+
+
+def test_scores_match_hand_computed_values():
+    age = [10, 20, 30, 40]
+    age_pred = [12, 20, 36, 40]  # errors 2, 0, 6, 0
+    gender = [0, 1, 1, 0]
+    prob = [0.2, 0.9, 0.4, 0.6]  # predictions 0, 1, 0, 1: two right
+    m = scores(np.array(age), np.array(age_pred), np.array(gender), np.array(prob))
+    assert list(m) == list(METRIC_KEYS)
+    assert m["age_mae"] == 2.0
+    assert m["age_rmse"] == pytest.approx(np.sqrt((4 + 36) / 4), abs=1e-3)
+    assert m["age_within_5"] == 0.75
+    assert m["gender_accuracy"] == 0.5
+    assert m["gender_f1"] == 0.5  # precision 1/2, recall 1/2
+    assert m["gender_auc"] == 0.75  # pairs (pos, neg): (0.9>0.2, 0.9>0.6, 0.4>0.2, 0.4<0.6)
+    assert m["n"] == 4
+
+
+def test_scores_of_an_empty_split_and_one_class():
+    empty = scores(np.array([]), np.array([]), np.array([]), np.array([]))
+    assert empty["n"] == 0 and empty["age_mae"] is None
+    one_class = scores(np.array([30]), np.array([31]), np.array([1]), np.array([0.7]))
+    assert one_class["gender_auc"] is None and one_class["gender_accuracy"] == 1.0
+
+
+def test_breakdown_groups():
+    split = Split(
+        images=np.zeros((4, 1, 1, 3), np.uint8),
+        age=np.array([5, 8, 25, 75]),
+        gender=np.array([0, 1, 1, 0]),
+        race=np.array([0, 1, -1, 0]),
+        name=np.array(["a", "b", "c", "d"]),
+    )
+    pred = np.array([[7, 0.1], [8, 0.2], [20, 0.9], [60, 0.4]], float)
+    table = breakdown(split, pred).set_index(["kind", "group"])
+    assert table.loc[("bucket", "0-9"), "age_mae"] == 1.0
+    assert table.loc[("bucket", "0-9"), "gender_accuracy"] == 0.5
+    assert table.loc[("bucket", "70+"), "age_mae"] == 15.0
+    assert table.loc[("race", "Unknown"), "n"] == 1
+    assert table.loc[("gender", "female"), "gender_accuracy"] == 0.5
+
+
+def test_ensemble_is_the_average_of_both_models(small_pipeline):
+    faces = pd.read_csv(small_pipeline / "reports" / "eval" / "predictions.csv")
+    mean = (faces.age_model_a + faces.age_model_b) / 2
+    np.testing.assert_allclose(faces.age_ensemble, mean, atol=0.011)
+    prob = (faces.gender_prob_model_a + faces.gender_prob_model_b) / 2
+    np.testing.assert_allclose(faces.gender_prob_ensemble, prob, atol=1.1e-4)
+    metrics = json.loads((small_pipeline / "reports" / "metrics.json").read_text())
+    for model in ("model_a", "model_b", "ensemble"):
+        assert set(metrics[model]) == {"train", "val", "test"}
+        assert set(metrics[model]["val"]) == set(METRIC_KEYS)

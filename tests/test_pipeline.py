@@ -1,0 +1,47 @@
+"""`dvc repro` end to end in a scratch git repo, then the DVC commands a user runs."""
+
+import json
+
+import pytest
+import yaml
+
+from tests.pipeline import SAMPLE, check_outputs, git, make_repo, sh
+
+
+@pytest.mark.slow
+def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    repo = make_repo(
+        tmp_path / "repo", [*SAMPLE, "data.image_size=32", "model_a.fit.epochs=1"], real=False
+    )
+    sh("dvc", "repro", cwd=repo)
+    metrics = check_outputs(repo)
+    assert metrics["model_a"]["val"]["n"] == 100
+
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout)
+    keys = json.dumps(shown)
+    for key in (
+        "gender_accuracy",
+        "gender_f1",
+        "gender_auc",
+        "age_mae",
+        "age_rmse",
+        "age_within_5",
+        "model_a",
+        "model_b",
+        "ensemble",
+    ):
+        assert key in keys
+    assert "up to date" in sh("dvc", "status", cwd=repo).stdout
+    assert "Stage 'prepare' didn't change" in sh("dvc", "repro", cwd=repo).stdout
+
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "results", cwd=repo)
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["evaluate"]["flip_tta"] = not raw["evaluate"]["flip_tta"]
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert "evaluate.flip_tta" in sh("dvc", "params", "diff", cwd=repo).stdout
+    out = sh("dvc", "repro", cwd=repo).stdout
+    assert "Running stage 'evaluate'" in out and "Running stage 'train_a'" not in out
+    diff = sh("dvc", "metrics", "diff", cwd=repo).stdout
+    assert "reports/metrics.json" in diff and "age_mae" in diff

@@ -1,0 +1,279 @@
+"""The predict tool on the tiny pipeline's models: odd files, batching, outputs, export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages import predict
+from stages.errors import UserError
+from stages.evaluate import predict as evaluate_predict
+from stages.models import load
+from stages.utkface import decode
+from tests.synthetic import draw_face, jpeg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_b(small_pipeline) -> str:
+    return str(small_pipeline / "models" / "age_gender_B.keras")
+
+
+@pytest.fixture(scope="module")
+def faces_folder(tmp_path_factory) -> Path:
+    """Five readable images in odd formats and sizes, two bad files, and files to skip."""
+    folder = tmp_path_factory.mktemp("faces")
+    rng = np.random.default_rng(0)
+    (folder / "sub").mkdir()
+    (folder / "plain.jpg").write_bytes(jpeg(draw_face(30, 0, rng)))
+    (folder / "alpha.png").write_bytes(jpeg(draw_face(50, 1, rng).convert("RGBA"), format="PNG"))
+    (folder / "sub" / "gray.jpeg").write_bytes(jpeg(draw_face(70, 0, rng).convert("L")))
+    (folder / "sub" / "face.webp").write_bytes(jpeg(draw_face(20, 1, rng), format="WEBP"))
+    big = Image.new("RGB", (4000, 3000), (90, 90, 90))
+    big.paste(draw_face(40, 1, rng, side=3000), (500, 0))
+    (folder / "big.JPG").write_bytes(jpeg(big))
+    (folder / "corrupt.jpg").write_bytes(jpeg(draw_face(25, 0, rng))[:300])
+    (folder / "notes.jpg").write_text("this is a text file, not a JPEG\n")
+    (folder / "readme.txt").write_text("not an image suffix: skipped\n")
+    (folder / ".hidden.jpg").write_bytes(jpeg(draw_face(25, 0, rng)))
+    return folder
+
+
+def run_cli(argv: list[str], capsys, stdin: str = "") -> tuple[int, list[dict], str]:
+    status = predict.cli(argv, stdin=io.StringIO(stdin))
+    out, err = capsys.readouterr()
+    return status, [json.loads(line) for line in out.splitlines()], err
+
+
+def by_name(records: list[dict]) -> dict[str, dict]:
+    return {Path(r["path"]).name: r for r in records}
+
+
+def test_odd_files_give_records_and_errors(faces_folder, model_b, capsys):
+    missing = str(faces_folder / "missing.jpg")
+    status, records, err = run_cli([str(faces_folder), missing, "--model", model_b], capsys)
+    assert status == 0  # some images were predicted
+    found = by_name(records)
+    assert sorted(found) == sorted(
+        [
+            "alpha.png",
+            "big.JPG",
+            "corrupt.jpg",
+            "face.webp",
+            "gray.jpeg",
+            "missing.jpg",
+            "notes.jpg",
+            "plain.jpg",
+        ]
+    )
+    for name in ("alpha.png", "big.JPG", "face.webp", "gray.jpeg", "plain.jpg"):
+        record = found[name]
+        assert "error" not in record
+        assert set(record) == {"path", "age", "gender", "gender_prob"}
+        assert 0 <= record["age"] <= 120 and 0 <= record["gender_prob"] <= 1
+        assert record["gender"] == ("female" if record["gender_prob"] >= 0.5 else "male")
+    assert found["corrupt.jpg"]["error"].startswith("unreadable image (")
+    assert found["notes.jpg"]["error"] == "not an image"
+    assert found["missing.jpg"]["error"] == "no such file"
+    lines = err.strip().splitlines()
+    for name in ("corrupt.jpg", "notes.jpg", "missing.jpg"):
+        assert sum(name in line for line in lines) == 1
+    assert lines[-1].startswith("predict: 8 images, 3 errors, ")
+    assert lines[-1].endswith(" images/s")
+
+
+def test_all_bad_input_fails(faces_folder, model_b, capsys):
+    bad = [str(faces_folder / name) for name in ("corrupt.jpg", "notes.jpg")]
+    status, records, err = run_cli([*bad, "--model", model_b], capsys)
+    assert status == 1
+    assert [r["error"][:16] for r in records] == ["unreadable image", "not an image"]
+    assert "predict: 2 images, 2 errors" in err
+
+
+def test_batches_match_one_at_a_time_and_evaluate(faces_folder, model_b):
+    model = load(model_b)
+    paths = list(predict.expand([str(faces_folder)], io.StringIO()))
+    batched = list(predict.predict_files(paths, [model], batch_size=64))
+    single = list(predict.predict_files(paths, [model], batch_size=1, workers=1))
+    assert [r["path"] for r in batched] == [r["path"] for r in single] == paths
+    for a, b in zip(batched, single, strict=True):
+        assert a.get("error") == b.get("error")
+        if "age" in a:
+            assert np.allclose([a["age"], a["gender_prob"]], [b["age"], b["gender_prob"]], 1e-4)
+    # The same numbers as the evaluate stage: its decoding, its forward pass, flip averaged.
+    plain = str(faces_folder / "plain.jpg")
+    x = decode(Path(plain).read_bytes(), model.input_shape[1])[None]
+    p, f = evaluate_predict(model, x, 1)
+    ours = next(r for r in batched if r["path"] == plain)
+    assert np.allclose([ours["age"], ours["gender_prob"]], ((p + f) / 2)[0], rtol=1e-4)
+    no_flip = next(iter(predict.predict_files([plain], [model], flip=False)))
+    assert np.allclose([no_flip["age"], no_flip["gender_prob"]], p[0], rtol=1e-4)
+
+
+def test_paths_are_read_lazily(faces_folder, model_b):
+    pulled = 0
+
+    def endless():
+        nonlocal pulled
+        for path in itertools.cycle([str(faces_folder / "plain.jpg")]):
+            pulled += 1
+            yield path
+
+    records = predict.predict_files(endless(), [load(model_b)], batch_size=4)
+    assert len(list(itertools.islice(records, 5))) == 5
+    assert pulled <= 3 * 4  # the batch predicting, the next one decoding, and no more
+
+
+def test_stdin_list_and_csv(faces_folder, model_b, tmp_path, capsys):
+    names = ["plain.jpg", "notes.jpg", "sub"]  # a folder on stdin is walked too
+    stdin = "".join(f"{faces_folder / n}\n" for n in names) + "\n"
+    out = tmp_path / "out" / "predictions.csv"
+    status, records, err = run_cli(["-", "--model", model_b, "--csv", str(out)], capsys, stdin)
+    assert status == 0 and records == []  # CSV instead of JSON lines
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [Path(r["path"]).name for r in rows] == [
+        "plain.jpg",
+        "notes.jpg",
+        "face.webp",
+        "gray.jpeg",
+    ]
+    assert rows[1]["error"] == "not an image" and rows[1]["age"] == ""
+    assert rows[0]["gender"] in ("male", "female") and float(rows[0]["age"]) > 0
+    assert [p.name for p in out.parent.iterdir()] == ["predictions.csv"]  # no temp file left
+    assert "predict: 4 images, 1 errors" in err
+
+
+def test_ensemble_is_the_average(small_pipeline, faces_folder, monkeypatch):
+    monkeypatch.chdir(small_pipeline)  # --model ensemble reads models/ in the cwd
+    path = [str(faces_folder / "plain.jpg")]
+    a, b = (load(f"models/age_gender_{m}.keras") for m in "AB")
+    (ra,), (rb,), (both,) = (list(predict.predict_files(path, m)) for m in ([a], [b], [a, b]))
+    assert np.isclose(both["age"], (ra["age"] + rb["age"]) / 2, rtol=1e-5)
+    assert np.isclose(both["gender_prob"], (ra["gender_prob"] + rb["gender_prob"]) / 2, rtol=1e-5)
+    assert predict.cli([path[0], "--model", "ensemble"]) == 0
+
+
+def test_missing_model_is_one_line_and_status_2(faces_folder, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main([str(faces_folder / "plain.jpg"), "--model", str(tmp_path / "nope.keras")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("error: ") and "nope.keras: no such model" in err and "dvc" in err
+
+
+def test_detect_faces_on_a_real_photo(model_b, tmp_path, capsys):
+    pytest.importorskip("cv2")
+    skimage_data = pytest.importorskip("skimage.data")
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(skimage_data.astronaut()).save(photo)
+    noise = tmp_path / "noise.jpg"
+    noise.write_bytes(jpeg(Image.fromarray(np.full((200, 300, 3), 128, np.uint8))))
+    argv = [str(photo), str(noise), "--detect-faces", "--model", model_b]
+    status, records, err = run_cli(argv, capsys)
+    assert status == 0
+    face, nothing = records
+    assert face["face"] == 0 and "error" not in face
+    x, y, w, h = face["box"]
+    assert 120 < x < 240 and 20 < y < 120 and 60 < w < 140 and w == h  # Eileen Collins' face
+    assert nothing == {"path": str(noise), "error": "no face found"}
+    assert "predict: 2 images, 0 errors, 1 faces, 1 without a face" in err
+
+
+def test_detect_faces_without_opencv(monkeypatch, model_b):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 now raises ImportError
+    with pytest.raises(UserError, match=r'pip install -e "\.\[faces\]"'):
+        predict.cli(["x.jpg", "--detect-faces", "--model", model_b])
+
+
+@pytest.mark.parametrize("which", ["A", "B"])
+def test_export_matches_the_keras_model(which, small_pipeline, faces_folder, tmp_path, capsys):
+    """Model A has BatchNorm and B a nested backbone: both must export in inference mode."""
+    tf = pytest.importorskip("tensorflow")
+    path = str(small_pipeline / "models" / f"age_gender_{which}.keras")
+    folder = tmp_path / "export"
+    assert predict.cli(["--model", path, "--export", str(folder)]) == 0
+    out = capsys.readouterr().out
+    model = load(path)
+    side = model.input_shape[1]
+    x = np.random.default_rng(0).integers(0, 256, (5, side, side, 3), dtype=np.uint8)
+    want = model.predict_on_batch(x)
+    saved = tf.saved_model.load(str(folder / "saved_model"))  # keep it: it owns the variables
+    served = saved.serve(tf.constant(x))
+    for key in ("age", "gender"):
+        assert np.allclose(np.asarray(served[key]), want[key], rtol=1e-4, atol=1e-4)
+    if not (folder / "model.tflite").is_file():
+        assert "no TFLite file, conversion failed" in out
+        return
+    # The tool runs the .tflite file too, flip averaging included, with the same results.
+    lite = predict.load_model(str(folder / "model.tflite"))
+    paths = list(predict.expand([str(faces_folder)], io.StringIO()))
+    for a, b in zip(
+        predict.predict_files(paths, [model], batch_size=4),
+        predict.predict_files(paths, [lite], batch_size=4),
+        strict=True,
+    ):
+        assert a.keys() == b.keys()
+        if "age" in a:
+            assert np.allclose([a["age"], a["gender_prob"]], [b["age"], b["gender_prob"]], 1e-3)
+
+
+def test_bad_tflite_file_is_one_line(faces_folder, tmp_path, capsys):
+    bad = tmp_path / "bad.tflite"
+    bad.write_text("not a FlatBuffer\n")
+    for model, message in ((tmp_path / "missing.tflite", "no such model"), (bad, "not a TFLite")):
+        with pytest.raises(SystemExit) as exit_info:
+            predict.main([str(faces_folder / "plain.jpg"), "--model", str(model)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and message in err and "--export" in err
+
+
+def test_export_keeps_the_saved_model_when_tflite_fails(model_b, tmp_path, capsys, monkeypatch):
+    tf = pytest.importorskip("tensorflow")
+
+    def fail(path):
+        raise RuntimeError("unsupported op\nmany more lines")
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model", fail)
+    folder = tmp_path / "export"
+    (folder).mkdir()
+    (folder / "model.tflite").write_bytes(b"an older export")
+    assert predict.cli(["--model", model_b, "--export", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "no TFLite file, conversion failed (unsupported op)" in out
+    assert (folder / "saved_model" / "saved_model.pb").is_file()
+    assert sorted(p.name for p in folder.iterdir()) == ["saved_model"]
+
+
+def test_console_entry_point(faces_folder, model_b):
+    """`python -m stages.predict` (what the agegender-predict script runs), exit status 0."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stages.predict",
+            str(faces_folder / "plain.jpg"),
+            "--model",
+            model_b,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert record["gender"] in ("male", "female")
+    assert "predict: 1 images, 0 errors" in result.stderr

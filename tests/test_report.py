@@ -1,0 +1,331 @@
+"""The report stage: every number traceable to the pipeline's files, HTML self-contained,
+no face pixels in report.md (it is committed to git)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from stages import report as R
+from stages.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+FIGURES = ("age_histogram", "curves_model_a", "curves_model_b", "age_buckets", "age_scatter")
+
+
+@pytest.fixture(scope="module")
+def project(small_pipeline, tmp_path_factory) -> Path:
+    """A copy of the small pipeline where the report stage ran once (loading models is slow)."""
+    folder = tmp_path_factory.mktemp("report") / "project"
+    shutil.copytree(small_pipeline, folder)
+    cwd = Path.cwd()
+    os.chdir(folder)
+    try:
+        R.main()
+    finally:
+        os.chdir(cwd)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def markdown(project) -> str:
+    return (project / "reports" / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def page(project) -> str:
+    return (project / "reports" / "report.html").read_text()
+
+
+def read_json(project: Path, path: str) -> dict:
+    return json.loads((project / path).read_text())
+
+
+def tables(markdown: str) -> dict[str, list[list[list[str]]]]:
+    """report.md's tables, grouped under the heading above them: [table][row][cell]."""
+    found: dict[str, list[list[list[str]]]] = {}
+    heading, current = "", None
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            heading, current = line.lstrip("#").strip(), None
+        elif line.startswith("|"):
+            cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            if current is None:
+                current = []
+                found.setdefault(heading, []).append(current)
+            if not all(re.fullmatch(r"-+:?", c) for c in cells):  # skip the alignment row
+                current.append(cells)
+        else:
+            current = None
+    return found
+
+
+def number(cell: str) -> float | None:
+    """A table cell back to the value in the JSON: '54.00%' -> 0.54, '1,234' -> 1234."""
+    if cell == "–":
+        return None
+    if cell.endswith(" pts"):
+        return float(cell[:-4]) / 100
+    if cell.endswith("%"):
+        return float(cell[:-1]) / 100
+    return float(cell.replace(",", ""))
+
+
+def same(cell: str, expected: float | None) -> bool:
+    value = number(cell)
+    if value is None or expected is None:
+        return value is None and expected is None
+    return value == pytest.approx(expected, abs=1e-9)
+
+
+def one_table(markdown: str, heading: str) -> list[list[str]]:
+    found = tables(markdown)
+    assert heading in found, f"no table under '{heading}'; headings: {list(found)}"
+    return found[heading][0]
+
+
+# --- the report from the small pipeline ---------------------------------------------------------
+
+
+def test_report_has_every_section_and_figure(project, markdown):
+    headings = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert [h.split(".")[0] for h in headings] == ["## 1", "## 2", "## 3", "## 4", "## 5"]
+    for name in (*FIGURES, "worst_faces"):
+        assert (project / "reports" / "figures" / f"{name}.png").is_file(), name
+    for name in FIGURES:
+        assert f"](figures/{name}.png)" in markdown
+
+
+@pytest.mark.parametrize("model", ["model_a", "model_b"])
+def test_scores_per_split_equal_metrics_json(project, markdown, model):
+    metrics = read_json(project, "reports/metrics.json")[model]
+    table = one_table(markdown, f"{R.LABELS[model]}: scores per split")
+    header, rows = table[0], {row[0]: row for row in table[1:]}
+    assert header == ["metric", "train", "val", "test", "val - train"]
+    for key, label, kind in R.SCORES:
+        row = rows[label]
+        for column, split in enumerate(R.SPLITS, start=1):
+            assert same(row[column], metrics[split][key]), (model, key, split, row)
+        if kind != "int" and metrics["val"][key] is not None:
+            gap = number(row[4])
+            assert gap == pytest.approx(metrics["val"][key] - metrics["train"][key], abs=1e-6)
+
+
+def test_comparison_table_equals_metrics_json(project, markdown):
+    metrics = read_json(project, "reports/metrics.json")
+    focus = "test" if metrics["model_a"]["test"]["n"] else "val"
+    table = one_table(markdown, f"Scores on the {focus} split")
+    header, rows = table[0], {row[0]: row for row in table[1:]}
+    assert header == ["model", *(label for _, label, _ in R.SCORES)]
+    for model in R.MODELS:
+        for column, (key, _, _) in enumerate(R.SCORES, start=1):
+            assert same(rows[R.LABELS[model]][column], metrics[model][focus][key]), (model, key)
+
+
+def test_flip_table_equals_both_json_files(project, markdown):
+    metrics = read_json(project, "reports/metrics.json")
+    other = read_json(project, "reports/eval/other_tta.json")
+    focus = "test" if metrics["model_a"]["test"]["n"] else "val"
+    rows = one_table(markdown, "Flip averaging")[1:]
+    assert len(rows) == 2 * len(R.MODELS)
+    for model_label, prediction, accuracy, mae in rows:
+        model = next(m for m, label in R.LABELS.items() if label == model_label)
+        source = metrics if "(reported)" in prediction else other
+        assert same(accuracy, source[model][focus]["gender_accuracy"])
+        assert same(mae, source[model][focus]["age_mae"])
+
+
+@pytest.mark.parametrize("model,phases", [("model_a", ["fit"]), ("model_b", ["phase1", "phase2"])])
+def test_training_tables_equal_training_metrics(project, markdown, model, phases):
+    train = read_json(project, f"{R.TRAIN_DIRS[model].as_posix()}/metrics.json")
+    rows = {row[0]: row for row in one_table(markdown, f"{R.LABELS[model]}: training time")[1:]}
+    for phase, block in [*((p, train[p]) for p in phases), ("best weights", train["best"])]:
+        _, epochs, _, _, loss, accuracy, mae = rows[phase]
+        assert same(loss, block["val_loss"])
+        assert same(accuracy, block["val_gender_accuracy"])
+        assert same(mae, block["val_age_mae"])
+        assert int(epochs) == block.get("epochs", train["epochs"])
+
+
+def test_breakdown_tables_equal_breakdown_csv(project, markdown):
+    frame = pd.read_csv(project / "reports" / "eval" / "breakdown.csv")
+    found = tables(markdown)["Where the models fail"]
+    by_title = {table[0][0]: table for table in found}
+    for kind, title in (("bucket", "age"), ("race", "race"), ("gender", "gender")):
+        header, *rows = by_title[title]
+        for row in rows:
+            part = frame[(frame.kind == kind) & (frame.group == row[0])].set_index("model")
+            assert same(row[1], part.n.iloc[0])
+            for model in R.MODELS:
+                assert same(row[header.index(f"MAE {R.SHORT[model]}")], part.age_mae[model])
+                cell = row[header.index(f"accuracy {R.SHORT[model]}")]
+                assert same(cell, part.gender_accuracy[model])
+
+
+def test_winner_sentences_follow_the_numbers(project, markdown):
+    metrics = read_json(project, "reports/metrics.json")
+    focus = "test" if metrics["model_a"]["test"]["n"] else "val"
+    values = {m: metrics[m][focus]["age_mae"] for m in R.MODELS}
+    best = min(values.values())
+    line = next(line for line in markdown.splitlines() if line.startswith("- Age: "))
+    winners = [R.NAMES[m] for m in R.MODELS if values[m] == best]
+    if len(winners) < len(values):
+        assert line.startswith(f"- Age: {R.join(winners)} ")
+
+
+def test_markdown_holds_no_face_pixels(project, markdown):
+    assert "data:image" not in markdown
+    assert "worst_faces.png" not in markdown
+    assert not re.search(r"[A-Za-z0-9+/]{200,}", markdown)  # no inline base64 of any kind
+    for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
+        assert (project / "reports" / target).is_file(), target
+
+
+def test_html_is_self_contained(project, page):
+    assert "http://" not in page and "https://" not in page
+    assert "@import" not in page and "url(" not in page and "@font-face" not in page
+    assert "<link" not in page and "<script" not in page
+    references = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]*)""", page)
+    assert references
+    for ref in references:
+        assert ref.startswith(("data:image/png;base64,", "#")), ref[:80]
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == len(list((project / "reports" / "figures").glob("*.png")))
+    for data in images:
+        Image.open(io.BytesIO(base64.b64decode(data))).verify()
+    assert "largest age errors" in page  # the thumbnails: in the HTML only
+    ids = set(re.findall(r'id="([^"]+)"', page))
+    assert all(ref[1:] in ids for ref in references if ref.startswith("#"))
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+def test_html_opens_in_chromium_and_screenshots(project, tmp_path):
+    shots = tmp_path / "shots"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "screenshot.py"),
+            str(project / "reports" / "report.html"),
+            "--out",
+            str(shots),
+            "--browser",
+            str(CHROMIUM),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ("top", "middle", "end"):
+        pixels = np.asarray(Image.open(shots / f"{name}.png").convert("L"))
+        assert pixels.shape[1] == 1280 and pixels.shape[0] > 100
+        assert pixels.min() < 128, f"{name}.png is blank"
+
+
+def test_missing_input_is_one_clear_error(small_pipeline, tmp_path, monkeypatch):
+    shutil.copytree(small_pipeline, tmp_path / "p")
+    (tmp_path / "p" / "reports" / "metrics.json").unlink()
+    monkeypatch.chdir(tmp_path / "p")
+    with pytest.raises(UserError, match=r"reports/metrics.json: not found; run `dvc repro"):
+        R.main()
+    assert not Path("reports/report.md").exists()
+
+
+# --- pieces, without the pipeline ----------------------------------------------------------------
+
+
+def scores(accuracy: float | None, mae: float | None) -> dict:
+    return {"test": {"gender_accuracy": accuracy, "age_mae": mae, "n": 10}}
+
+
+def test_winner_sentence_names_the_winner_and_the_margins():
+    metrics = {
+        "model_a": scores(0.9, 6.5),
+        "model_b": scores(0.92, 5.25),
+        "ensemble": scores(0.92, 5.5),
+    }
+    age = R.winner_sentence(metrics, "test", "age_mae", "Age")
+    assert age.startswith("Age: model B is best on the test split, age MAE 5.250 years")
+    assert "the ensemble by 0.250 years (5.500)" in age and "model A by 1.250 years" in age
+    gender = R.winner_sentence(metrics, "test", "gender_accuracy", "Gender")
+    assert gender.startswith("Gender: model B and the ensemble tie for best")
+    assert "model A by 2.00 points (90.00%)" in gender
+
+
+def test_winner_sentence_with_a_full_tie_or_no_values():
+    tie = {m: scores(0.5, 3.0) for m in R.MODELS}
+    assert "all models reach the same age MAE" in R.winner_sentence(tie, "test", "age_mae", "Age")
+    empty = {m: scores(None, None) for m in R.MODELS}
+    assert (
+        R.winner_sentence(empty, "test", "age_mae", "Age") == "Age: no age MAE on the test split."
+    )
+
+
+def test_formats_keep_every_digit_of_metrics_json():
+    assert R.fmt(0.8765, "pct") == "87.65%" and number("87.65%") == pytest.approx(0.8765)
+    assert R.fmt(5.123, "3f") == "5.123" and R.fmt(None, "3f") == "–"
+    assert R.fmt(12345, "int") == "12,345"
+    assert R.fmt_gap(-0.0125, "pct") == "-1.25 pts" and R.fmt_gap(0.5, "3f") == "+0.500"
+
+
+def test_markdown_and_html_come_from_the_same_blocks(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    figure = tmp_path / "reports" / "figures" / "x.png"
+    figure.parent.mkdir(parents=True)
+    Image.new("RGB", (4, 4), "red").save(figure)
+    blocks = [
+        R.Heading(1, "Title <1>"),
+        R.Heading(2, "1. Part"),
+        R.Text("a `code` span & more"),
+        R.Table(["name", "value"], [["a|b", "1.50%"], ["c", "–"]]),
+        R.Figure(R.FIGURES / "x.png", "everyone"),
+        R.Figure(R.FIGURES / "x.png", "faces", only="html"),
+        R.Text("markdown only", only="markdown"),
+    ]
+    md = R.to_markdown(blocks)
+    assert "| a\\|b | 1.50% |" in md and "| --- | ---: |" in md
+    assert "![everyone](figures/x.png)" in md and "faces" not in md
+    assert "markdown only" in md
+    page = R.to_html(blocks, "Title <1>")
+    assert "<title>Title &lt;1&gt;</title>" in page
+    assert "<code>code</code> span &amp; more" in page
+    assert page.count("data:image/png;base64,") == 2 and "markdown only" not in page
+    assert "<td class=num>1.50%</td>" in page and '<a href="#1-part">' in page
+
+
+def test_lock_rows_list_data_and_model_hashes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n"
+        "  prepare:\n    deps:\n    - path: data/raw/x.tar.gz\n      md5: aaa\n      size: 10\n"
+        "    - path: stages/prepare.py\n      md5: bbb\n"
+        "    outs:\n    - path: data/prepared/train.npz\n      md5: ccc\n      size: 20\n"
+        "  train_a:\n    deps:\n    - path: data/prepared/train.npz\n      md5: ccc\n"
+        "    outs:\n    - path: models/age_gender_A.keras\n      md5: ddd\n      size: 30\n"
+    )
+    rows = R.lock_rows()
+    assert [r[0] for r in rows] == [
+        "`data/raw/x.tar.gz`",
+        "`data/prepared/train.npz`",
+        "`models/age_gender_A.keras`",
+    ]
+    assert rows[2] == ["`models/age_gender_A.keras`", "output of train_a", "`ddd`", "30"]
+
+
+def test_git_state_outside_a_repository(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert "unknown" in R.git_state()
