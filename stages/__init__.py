@@ -2,4 +2,5 @@
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of logs
+# Keep TensorFlow's C++ start-up chatter out of the logs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -70,22 +70,28 @@ def project(tmp_path, monkeypatch, synthetic_archive):
     return tmp_path
 
 
+def _run_stages(folder: Path, archive: Path, stages: list) -> Path:
+    """Run stage modules' main() in `folder`, a scratch project with the SMALL params."""
+    (folder / "data" / "raw").mkdir(parents=True)
+    shutil.copy(archive, folder / "data" / "raw" / "synthetic.tar.gz")
+    write_params(folder, SMALL)
+    cwd = Path.cwd()
+    os.chdir(folder)
+    try:
+        for stage in stages:
+            stage.main()
+    finally:
+        os.chdir(cwd)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def prepared_synthetic(tmp_path_factory, synthetic_archive) -> Path:
     """data/prepared from the synthetic archive at 32 px, made once per session."""
     from stages import prepare
 
     folder = tmp_path_factory.mktemp("prepared_project")
-    (folder / "data" / "raw").mkdir(parents=True)
-    shutil.copy(synthetic_archive, folder / "data" / "raw" / "synthetic.tar.gz")
-    write_params(folder, SMALL)
-    cwd = Path.cwd()
-    os.chdir(folder)
-    try:
-        prepare.main()
-    finally:
-        os.chdir(cwd)
-    return folder / "data" / "prepared"
+    return _run_stages(folder, synthetic_archive, [prepare]) / "data" / "prepared"
 
 
 @pytest.fixture(scope="session")
@@ -95,14 +101,4 @@ def small_pipeline(tmp_path_factory, synthetic_archive) -> Path:
     from stages import evaluate, prepare, train_a, train_b
 
     folder = tmp_path_factory.mktemp("small_pipeline")
-    (folder / "data" / "raw").mkdir(parents=True)
-    shutil.copy(synthetic_archive, folder / "data" / "raw" / "synthetic.tar.gz")
-    write_params(folder, SMALL)
-    cwd = Path.cwd()
-    os.chdir(folder)
-    try:
-        for stage in (prepare, train_a, train_b, evaluate):
-            stage.main()
-    finally:
-        os.chdir(cwd)
-    return folder
+    return _run_stages(folder, synthetic_archive, [prepare, train_a, train_b, evaluate])
