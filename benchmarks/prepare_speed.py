@@ -24,7 +24,6 @@ def main() -> None:
     raw = Path(params.data.raw).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(root / "params.yaml", tmp)
-        (Path(tmp) / "data" / "raw").mkdir(parents=True)
         target = Path(tmp) / params.data.raw
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(raw)
