@@ -18,7 +18,7 @@ import yaml
 
 def timed(*args: str) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dvc", *args], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "dvc", *args], check=True)  # stage progress shows
     return time.perf_counter() - start
 
 

@@ -250,6 +250,18 @@ class Params:
     evaluate: Evaluate
     report: Report
 
+    def check(self, at: str) -> None:
+        """Cross-section rule: model A's pooling must not shrink the image below one pixel."""
+        a = self.model_a
+        blocks = len(a.trunk_filters) + len(a.branch_filters)
+        shrink = a.stem_stride * 2**blocks
+        _need(
+            self.data.image_size >= shrink,
+            "data.image_size",
+            f"must be >= {shrink} for model_a (stem_stride {a.stem_stride} and {blocks} pooling "
+            f"blocks), got {self.data.image_size}; raise it or drop a block",
+        )
+
 
 def _convert(hint: object, value: object, key: str) -> object:
     """Check `value` against the type hint `hint` and return it in that type."""

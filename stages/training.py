@@ -48,7 +48,9 @@ def compile_model(model: keras.Model, fit: Fit, loss: Loss, steps_per_epoch: int
         rate = keras.optimizers.schedules.CosineDecay(
             fit.learning_rate, decay_steps=max(1, fit.epochs * steps_per_epoch)
         )
-    optimizer = OPTIMIZERS[fit.optimizer](learning_rate=rate, weight_decay=fit.weight_decay or None)
+    # AdamW needs a number (0.0 is fine); the others skip the decay step entirely when None.
+    decay = fit.weight_decay if fit.optimizer == "adamw" or fit.weight_decay else None
+    optimizer = OPTIMIZERS[fit.optimizer](learning_rate=rate, weight_decay=decay)
     model.compile(
         optimizer=optimizer,
         loss={

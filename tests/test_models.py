@@ -50,6 +50,18 @@ def test_model_a_shapes(tmp_path, overrides):
     check_outputs(model(images(3, size), training=False), 3)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "rmsprop", "sgd"])
+@pytest.mark.parametrize("decay", [0.0, 0.01])
+def test_every_optimizer_trains_a_step(tmp_path, optimizer, decay):
+    overrides = [f"model_a.fit.optimizer={optimizer}", f"model_a.fit.weight_decay={decay}"]
+    params = small_params(tmp_path, *overrides)
+    model = build_model_a(params.model_a, 32, 0)
+    compile_model(model, params.model_a.fit, params.model_a.loss, 1)
+    targets = {"age": np.full((4, 1), 30.0), "gender": np.ones((4, 1))}
+    logs = model.train_on_batch(images(4), targets, return_dict=True)
+    assert np.isfinite(logs["loss"])
+
+
 def test_saved_model_reloads_safely_with_same_predictions(tmp_path):
     params = small_params(tmp_path)
     x = images(5)

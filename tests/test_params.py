@@ -20,6 +20,7 @@ def test_repo_params_load():
     [
         ("data.val_size=5000", "data.val_size: must be smaller than data.subset_size"),
         ("data.image_size=16", "data.image_size: must be >= 32"),
+        ("data.image_size=32", "data.image_size: must be >= 64 for model_a"),
         ("data.image_size=big", "data.image_size: must be an integer"),
         ("model_a.dropout=1.5", "model_a.dropout: must be in [0, 1)"),
         ("model_a.pooling=max", "model_a.pooling: must be one of ['flatten', 'avg']"),
