@@ -83,9 +83,43 @@ def make_repo(dest: Path, overrides: list[str], real: bool | None = None) -> Pat
     (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     P.load(dest / "params.yaml")
     git("init", "-q", cwd=dest)
+    sh("dvc", "add", "-q", str(archive.relative_to(dest)), cwd=dest)  # as the real project does
     git("add", "-A", cwd=dest)
     git("commit", "-qm", "sample", cwd=dest)
     return dest
+
+
+def share_roundtrip(repo: Path, work: Path) -> list[str]:
+    """`dvc push` to a local remote, then `git clone` + `dvc pull` elsewhere.
+
+    Checks that the clone gets byte-identical models and that `dvc repro` there runs
+    nothing; returns the commands and their output, for the README and closing notes.
+    The remote is added with --local (.dvc/config.local), so `repo` stays unchanged.
+    """
+    store, clone = work / "dvc-store", work / "clone"
+    log: list[str] = []
+
+    def run(*args: str, cwd: Path) -> str:
+        out = sh(*args, cwd=cwd)
+        text = (out.stdout + out.stderr).strip()
+        log.append(f"$ {' '.join(args)}" + (f"\n{text}" if text else ""))
+        return text
+
+    run("dvc", "remote", "add", "--local", "-f", "share", str(store), cwd=repo)
+    run("dvc", "push", "-r", "share", cwd=repo)
+    run("git", "clone", "-q", str(repo), str(clone), cwd=work)
+    run("dvc", "remote", "add", "--local", "share", str(store), cwd=clone)
+    run("dvc", "pull", "-r", "share", cwd=clone)
+    status = run("dvc", "status", cwd=clone)
+    assert "up to date" in status, status
+    repro = run("dvc", "repro", cwd=clone)
+    assert "Running stage" not in repro, repro
+    for model in sorted((repo / "models").glob("*.keras")):
+        same = (clone / "models" / model.name).read_bytes() == model.read_bytes()
+        assert same, f"{model.name} differs after dvc pull"
+        log.append(f"# {model.name}: byte-identical in the clone")
+    sh("dvc", "remote", "remove", "--local", "share", cwd=repo)
+    return log
 
 
 def _imagenet_cached() -> bool:

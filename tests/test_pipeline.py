@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from stages.metrics import METRIC_KEYS
-from tests.pipeline import SAMPLE, check_outputs, git, make_repo, sh
+from tests.pipeline import SAMPLE, check_outputs, git, make_repo, sh, share_roundtrip
 
 
 @pytest.mark.slow
@@ -46,3 +46,9 @@ def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
     assert "Running stage 'evaluate'" in out and "Running stage 'train_a'" not in out
     diff = sh("dvc", "metrics", "diff", cwd=repo).stdout
     assert "reports/metrics.json" in diff and "age_mae" in diff
+
+    # Sharing: push to a local remote, clone, pull: same models, nothing to rerun.
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "evaluate without flip", cwd=repo)
+    log = "\n".join(share_roundtrip(repo, tmp_path))
+    assert "age_gender_A.keras: byte-identical" in log and "age_gender_B.keras" in log
