@@ -9,15 +9,15 @@ Targets on 2 CPU cores: the whole default pipeline <= 45 min; a no-op repro <= 3
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import yaml
 
-# dvc.yaml says `python -m stages...`: make that this interpreter, venv or not.
-ENV = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.pipeline import ENV  # noqa: E402
 
 
 def timed(*args: str) -> float:

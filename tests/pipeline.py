@@ -41,11 +41,15 @@ SAMPLE = [  # CI's sample: tiny but real settings, every stage exercised
 ]
 
 
+# dvc.yaml's commands say `python -m stages...`: make that this interpreter, venv active or not.
+ENV = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
+
+
 def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command in `cwd`; dvc through this Python, so the venv's dvc is the one used."""
     if args[0] == "dvc":
         args = (sys.executable, "-m", "dvc", *args[1:])
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=ENV)
     if check and result.returncode != 0:
         raise RuntimeError(
             f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -166,7 +170,7 @@ def main() -> None:
         repo = make_repo(Path(tmp) / "repo", SAMPLE)
         data = "real UTKFace" if REAL_ARCHIVE.exists() else "synthetic faces"
         print(f"sample pipeline: dvc repro on {data} ({', '.join(SAMPLE)})", flush=True)
-        result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo)
+        result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=ENV)
         if result.returncode != 0:
             sys.exit("sample pipeline: dvc repro failed")
         metrics = check_outputs(repo)
