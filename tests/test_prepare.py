@@ -71,6 +71,7 @@ def test_byte_identical_reruns_and_seed_changes_split(project):
         [
             "data.raw=data/raw/synthetic.tar.gz",
             "data.image_size=32",
+            "model_a.stem_stride=1",  # lets model A pool a 32 px image
             "data.subset_size=300",
             "data.val_size=100",
             "data.test_size=100",
@@ -95,6 +96,7 @@ def test_folder_source_gives_the_same_split(project, tmp_path):
         [
             raw,
             "data.image_size=32",
+            "model_a.stem_stride=1",  # lets model A pool a 32 px image
             "data.subset_size=300",
             "data.val_size=100",
             "data.test_size=100",
@@ -122,6 +124,7 @@ def test_real_archive_sample(project):
         [
             f"data.raw={REAL_ARCHIVE}",
             "data.image_size=32",
+            "model_a.stem_stride=1",  # lets model A pool a 32 px image
             "data.subset_size=500",
             "data.val_size=100",
             "data.test_size=200",

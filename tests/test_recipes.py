@@ -32,7 +32,8 @@ def test_recipe_builds_and_trains_a_step(recipe, tmp_path):
     args = shlex.split(recipe)
     overrides = [args[i + 1] for i, a in enumerate(args) if a == "-S"]
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for assignment in [*overrides, "model_b.weights=null", "data.image_size=32"]:
+    small = ["model_b.weights=null", "data.image_size=32", "model_a.stem_stride=1"]
+    for assignment in [*overrides, *small]:
         P.set_dotted(raw, assignment)
     params: P.Params = P.build(P.Params, raw)  # type: ignore[assignment]
     p = params.model_b
