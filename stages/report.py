@@ -16,6 +16,7 @@ import math
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,8 +169,17 @@ Block = Heading | Text | Bullets | Table | Figure | Code
 NUMERIC = re.compile(r"^[-+]?[\d,]*\.?\d+(%| pts| s| years)?$|^–$")
 
 
-def shown(block: Block, target: str) -> bool:
-    return getattr(block, "only", "") in ("", target)
+def visible(blocks: list[Block], target: str) -> Iterator[tuple[int, Block]]:
+    """The blocks `target` shows, each with the current figure number.
+
+    Every figure counts, shown or not, so Markdown and HTML number figures alike.
+    """
+    number = 0
+    for block in blocks:
+        if isinstance(block, Figure):
+            number += 1
+        if getattr(block, "only", "") in ("", target):
+            yield number, block
 
 
 def slug(text: str) -> str:
@@ -188,12 +198,7 @@ def md_cell(text: str) -> str:
 
 def to_markdown(blocks: list[Block]) -> str:
     out: list[str] = []
-    number = 0
-    for block in blocks:
-        if isinstance(block, Figure):
-            number += 1
-        if not shown(block, "markdown"):
-            continue
+    for number, block in visible(blocks, "markdown"):
         if isinstance(block, Heading):
             out.append(f"{'#' * block.level} {block.text}")
         elif isinstance(block, Text):
@@ -241,12 +246,7 @@ def to_html(blocks: list[Block], title: str) -> str:
     """One file, no external reference: CSS inline, figures as data URIs, no scripts."""
     parts: list[str] = []
     contents = [b.text for b in blocks if isinstance(b, Heading) and b.level == 2]
-    number = 0
-    for block in blocks:
-        if isinstance(block, Figure):
-            number += 1
-        if not shown(block, "html"):
-            continue
+    for number, block in visible(blocks, "html"):
         if isinstance(block, Heading):
             parts.append(
                 f'<h{block.level} id="{slug(block.text)}">{inline_html(block.text)}'
