@@ -1,14 +1,19 @@
 """Model A (CNN from scratch) and model B (pretrained backbone), both raw pixels in.
 
 Each model takes uint8 RGB images of data.image_size and returns
-{"age": (N, 1) years, "gender": (N, 1) probability of female}. Augmentation (active
-only in training) and input scaling are layers, so the saved .keras file needs nothing
-else at prediction time and training cannot drift from serving. Keras 3 only: the same
-code runs on the TensorFlow, JAX and PyTorch backends.
+{"age": (N, 1) years, "gender": (N, 1) probability of female}. A builder makes two
+versions of the same network: the training model puts augmentation (and, for the
+label-distribution loss, the age distribution as a third output) around it; the serving
+model is the bare network, written to the .keras file. It holds only Keras's built-in
+layers, so `keras.saving.load_model` opens it in any Python without this project.
+Input scaling and backbone preprocessing are layers of both, so training cannot drift
+from serving. Keras 3 only: the same code runs on TensorFlow, JAX and PyTorch.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import re
 
@@ -22,51 +27,76 @@ from stages.params import Augment, ModelA, ModelB
 from stages.utkface import MAX_AGE
 
 AGE_PRIOR = 33.0  # about UTKFace's mean age: a linear age head starts there, not at 0
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # VGG16 and ResNet50's ImageNet preprocessing
 
 
 @keras.saving.register_keras_serializable(package="agegender")
-class ImageNetPreprocess(layers.Layer):
-    """Pixels in [0, 255] -> the input scaling a backbone's ImageNet weights expect."""
+class RandomAffine(layers.Layer):
+    """Rotation, translation and zoom as one bilinear warp, in training only.
 
-    CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+    Three separate Keras layers warp (and blur) each image three times and cost about a
+    quarter of model A's training step; one transform does the same geometry once.
+    """
 
-    def __init__(self, mode: str, **kwargs):
+    def __init__(self, rotation: float, translation: float, zoom: float, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if mode not in ("tf", "caffe", "none"):
-            raise ValueError(f"unknown preprocessing mode {mode!r}")
-        self.mode = mode
+        self.rotation, self.translation, self.zoom = rotation, translation, zoom
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
 
-    def call(self, x):
-        if self.mode == "tf":  # MobileNets: [-1, 1]
-            return x / 127.5 - 1.0
-        if self.mode == "caffe":  # VGG16, ResNet50: BGR, ImageNet mean subtracted
-            mean = ops.convert_to_tensor(self.CAFFE_MEAN_BGR, dtype=x.dtype)
-            return ops.flip(x, axis=-1) - mean
-        return x  # EfficientNet rescales inside its own graph
+    def call(self, images, training=False):
+        if not training:
+            return images
+        shape = ops.shape(images)
+        n, height, width = shape[0], ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
+
+        def uniform(limit: float):
+            return keras.random.uniform((n,), -limit, limit, seed=self.generator)
+
+        angle = uniform(self.rotation) * 2 * math.pi  # rotation is a fraction of a full turn
+        scale = 1.0 + uniform(self.zoom)  # input pixels per output pixel: > 1 zooms out
+        shift_x, shift_y = uniform(self.translation) * width, uniform(self.translation) * height
+        cos, sin = ops.cos(angle) * scale, ops.sin(angle) * scale
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2): about the centre.
+        transform = ops.stack(
+            [
+                cos,
+                -sin,
+                cx - cos * cx + sin * cy + shift_x,
+                sin,
+                cos,
+                cy - sin * cx - cos * cy + shift_y,
+                ops.zeros_like(cos),
+                ops.zeros_like(cos),
+            ],
+            axis=1,
+        )
+        return ops.image.affine_transform(
+            images, transform, interpolation="bilinear", fill_mode="reflect"
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
+        return {
+            **super().get_config(),
+            "rotation": self.rotation,
+            "translation": self.translation,
+            "zoom": self.zoom,
+            "seed": self.seed,
+        }
 
 
-def pixels_in(
-    image_size: int, aug: Augment, seed: int
-) -> tuple[keras.KerasTensor, keras.KerasTensor]:
-    """The uint8 input and the float [0, 255] tensor after training-time augmentation."""
-    inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
-    x = layers.Rescaling(1.0, name="to_float")(inputs)
+def augment(x: keras.KerasTensor, aug: Augment, seed: int) -> keras.KerasTensor:
+    """Training-time augmentation of float pixels in [0, 255]."""
     if aug.flip:
         x = layers.RandomFlip("horizontal", seed=seed, name="augment_flip")(x)
-    if aug.rotation:
-        x = layers.RandomRotation(
-            aug.rotation, fill_mode="reflect", seed=seed + 1, name="augment_rotation"
+    if aug.rotation or aug.translation or aug.zoom:
+        x = RandomAffine(
+            aug.rotation, aug.translation, aug.zoom, seed=seed + 1, name="augment_affine"
         )(x)
-    if aug.translation:
-        t = aug.translation
-        x = layers.RandomTranslation(
-            t, t, fill_mode="reflect", seed=seed + 2, name="augment_translation"
-        )(x)
-    if aug.zoom:
-        x = layers.RandomZoom(aug.zoom, fill_mode="reflect", seed=seed + 3, name="augment_zoom")(x)
     if aug.brightness:
         x = layers.RandomBrightness(
             aug.brightness, value_range=(0, 255), seed=seed + 4, name="augment_brightness"
@@ -75,19 +105,46 @@ def pixels_in(
         x = layers.RandomContrast(
             aug.contrast, value_range=(0, 255), seed=seed + 5, name="augment_contrast"
         )(x)
-    return inputs, x
+    return x
 
 
-def age_output(x: keras.KerasTensor, head: str) -> keras.KerasTensor:
-    """Age in years, float32 even under mixed precision.
+def pixels_in(
+    image_size: int, aug: Augment, seed: int, serving: bool
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """The uint8 input and float [0, 255] pixels, augmented in the training model."""
+    inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
+    x = layers.Rescaling(1.0, name="to_float")(inputs)
+    return inputs, x if serving else augment(x, aug, seed)
+
+
+def imagenet_preprocess(x: keras.KerasTensor, mode: str) -> keras.KerasTensor:
+    """Pixels in [0, 255] -> the input scaling a backbone's ImageNet weights expect."""
+    if mode == "tf":  # MobileNets: [-1, 1]
+        return layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(x)
+    if mode == "caffe":  # VGG16, ResNet50: RGB -> BGR, ImageNet mean subtracted
+        to_bgr = np.eye(3, dtype="float32")[::-1]
+        return layers.Dense(
+            3,
+            trainable=False,
+            kernel_initializer=keras.initializers.Constant(to_bgr),
+            bias_initializer=keras.initializers.Constant(-np.array(CAFFE_MEAN_BGR)),
+            name="preprocess",
+        )(x)
+    return x  # EfficientNet rescales inside its own graph
+
+
+def age_outputs(x: keras.KerasTensor, head: str) -> dict[str, keras.KerasTensor]:
+    """Age in years (float32 even under mixed precision), and the age distribution if any.
 
     "expectation" predicts a distribution over ages 0..MAX_AGE and returns its mean:
-    smoother to learn from few faces than one linear unit.
+    smoother to learn from few faces than one linear unit, and what the label-distribution
+    loss trains directly.
     """
     if head == "linear":
-        return layers.Dense(
+        age = layers.Dense(
             1, bias_initializer=keras.initializers.Constant(AGE_PRIOR), dtype="float32", name="age"
         )(x)
+        return {"age": age}
     probs = layers.Dense(MAX_AGE + 1, activation="softmax", dtype="float32", name="age_probs")(x)
     ages = np.arange(MAX_AGE + 1, dtype="float32").reshape(-1, 1)
     expectation = layers.Dense(
@@ -98,11 +155,19 @@ def age_output(x: keras.KerasTensor, head: str) -> keras.KerasTensor:
         dtype="float32",
         name="age",
     )
-    return expectation(probs)
+    return {"age": expectation(probs), "age_probs": probs}
 
 
-def gender_output(x: keras.KerasTensor) -> keras.KerasTensor:
-    return layers.Dense(1, activation="sigmoid", dtype="float32", name="gender")(x)
+def outputs(age: keras.KerasTensor, gender: keras.KerasTensor, head: str, keep_probs: bool):
+    """The model's output dict; the age distribution only where the loss needs it."""
+    ages = age_outputs(age, head)
+    out = {
+        "age": ages["age"],
+        "gender": layers.Dense(1, activation="sigmoid", dtype="float32", name="gender")(gender),
+    }
+    if keep_probs and "age_probs" in ages:
+        out["age_probs"] = ages["age_probs"]
+    return out
 
 
 # --- model A ------------------------------------------------------------------------------
@@ -145,9 +210,9 @@ def _branch(x, p: ModelA, task: str):
     return layers.Dropout(p.dropout, name=f"{task}_dropout")(x)
 
 
-def build_model_a(p: ModelA, image_size: int, seed: int) -> keras.Model:
+def build_model_a(p: ModelA, image_size: int, seed: int, serving: bool = False) -> keras.Model:
     """Shared conv trunk, then an age branch and a gender branch with their own blocks."""
-    inputs, x = pixels_in(image_size, p.augment, seed)
+    inputs, x = pixels_in(image_size, p.augment, seed, serving)
     x = layers.Rescaling(1 / 255, name="rescale")(x)
     x = layers.Conv2D(
         p.trunk_filters[0],
@@ -164,11 +229,13 @@ def build_model_a(p: ModelA, image_size: int, seed: int) -> keras.Model:
         x = layers.MaxPooling2D(name="stem_pool")(x)
     for i, filters in enumerate(p.trunk_filters):
         x = _conv_block(x, filters, p, f"trunk_block{i + 1}")
-    outputs = {
-        "age": age_output(_branch(x, p, "age"), p.age_head),
-        "gender": gender_output(_branch(x, p, "gender")),
-    }
-    return keras.Model(inputs, outputs, name="model_a")
+    out = outputs(
+        _branch(x, p, "age"),
+        _branch(x, p, "gender"),
+        p.age_head,
+        keep_probs=not serving and p.loss.age == "dldl",
+    )
+    return keras.Model(inputs, out, name="model_a")
 
 
 # --- model B ------------------------------------------------------------------------------
@@ -196,6 +263,12 @@ def build_backbone(p: ModelB) -> keras.Model:
         if p.weights != "imagenet" or "URL fetch failure" not in str(error):
             if isinstance(error, ValueError):  # e.g. an alpha Keras has no weights for
                 raise UserError(f"params.yaml: model_b: {str(error).splitlines()[0]}") from None
+            if isinstance(error, OSError) and p.weights:  # a truncated or corrupt .h5 file
+                raise UserError(
+                    f"model_b.weights: cannot read the weights for {p.backbone} "
+                    f"({str(error).splitlines()[0][:160]}); replace the file or set "
+                    f"model_b.weights to imagenet or null"
+                ) from None
             raise
         wanted = re.search(r"/([^/\s]+\.h5)", str(error))
         name = wanted.group(1) if wanted else "the weights file"
@@ -206,14 +279,20 @@ def build_backbone(p: ModelB) -> keras.Model:
         ) from None
 
 
-def build_model_b(p: ModelB, image_size: int, seed: int) -> keras.Model:
-    """Augment -> backbone preprocessing -> backbone (inference mode) -> pooling -> heads."""
-    inputs, x = pixels_in(image_size, p.augment, seed)
-    x = ImageNetPreprocess(BACKBONES[p.backbone].preprocess, name="preprocess")(x)
-    backbone = build_backbone(p)
+def build_model_b(p: ModelB, image_size: int, seed: int, serving: bool = False) -> keras.Model:
+    """Augment -> backbone preprocessing -> backbone -> pooled "features" -> two heads.
+
+    The backbone starts frozen. Its BatchNorm layers run in inference mode as long as
+    they are not trainable: in Keras 3 the `training` flag of the outer `fit` reaches
+    nested layers whatever a call inside the graph says (keras issue 20285), so the
+    `model_b.batch_norm` policy is set through `trainable` (see `unfreeze_top`).
+    The serving model is built without weights: `Trainer.save` copies the trained ones.
+    """
+    inputs, x = pixels_in(image_size, p.augment, seed, serving)
+    x = imagenet_preprocess(x, BACKBONES[p.backbone].preprocess)
+    backbone = build_backbone(dataclasses.replace(p, weights=None) if serving else p)
     backbone.trainable = False
-    # training=False keeps BatchNorm in inference mode even when layers are unfrozen.
-    features = backbone(x, training=False)
+    features = backbone(x)
     pooled = []
     if p.pooling in ("avg", "avgmax"):
         pooled.append(layers.GlobalAveragePooling2D(name="avg_pool")(features))
@@ -224,6 +303,7 @@ def build_model_b(p: ModelB, image_size: int, seed: int) -> keras.Model:
         x = layers.BatchNormalization(name="feature_norm")(x)
     elif p.norm == "layer":
         x = layers.LayerNormalization(name="feature_norm")(x)
+    x = layers.Identity(name="features")(x)  # where phase 1's cached features are taken
     x = layers.Dropout(p.dropout, name="feature_dropout")(x)
     heads = {}
     for task, units in (("age", p.age_units), ("gender", p.gender_units)):
@@ -232,11 +312,10 @@ def build_model_b(p: ModelB, image_size: int, seed: int) -> keras.Model:
             h = layers.Dense(n, activation="relu", name=f"{task}_dense{i + 1}")(h)
             h = layers.Dropout(p.dropout, name=f"{task}_dropout{i + 1}")(h)
         heads[task] = h
-    outputs = {
-        "age": age_output(heads["age"], p.age_head),
-        "gender": gender_output(heads["gender"]),
-    }
-    return keras.Model(inputs, outputs, name="model_b")
+    out = outputs(
+        heads["age"], heads["gender"], p.age_head, keep_probs=not serving and p.loss.age == "dldl"
+    )
+    return keras.Model(inputs, out, name="model_b")
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
@@ -244,18 +323,71 @@ def backbone_of(model: keras.Model) -> keras.Model:
     return next(layer for layer in model.layers if isinstance(layer, keras.Model))
 
 
-def unfreeze_top(backbone: keras.Model, count: int | str) -> int:
-    """Make the top `count` layers trainable (all: every layer); BatchNorm stays frozen.
+def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """(pixels -> pooled features, features -> outputs): phase 1 trains the second alone."""
+    features = model.get_layer("features").output
+    return keras.Model(model.input, features), keras.Model(features, model.output)
 
+
+def adapt_batch_norm(backbone_input: keras.Model, images: np.ndarray, batch_size: int) -> None:
+    """Re-estimate the backbone's BatchNorm statistics on these faces (all batches equal).
+
+    The ImageNet statistics were measured on 224 px photos; faces at 128 px have others.
+    Each batch runs in training mode with momentum k/(k+1), so the moving statistics end
+    as the plain mean of the batches' statistics. `backbone_input` maps pixels to features.
+    """
+    norms = [lyr for lyr in backbone_input.layers if isinstance(lyr, layers.BatchNormalization)]
+    norms += [
+        lyr
+        for sub in backbone_input.layers
+        if isinstance(sub, keras.Model)
+        for lyr in sub.layers
+        if isinstance(lyr, layers.BatchNormalization)
+    ]
+    saved = [(lyr.trainable, lyr.momentum) for lyr in norms]
+    for lyr in norms:
+        lyr.trainable = True
+    for k, start in enumerate(range(0, len(images), batch_size)):
+        for lyr in norms:
+            lyr.momentum = k / (k + 1)
+        backbone_input(np.asarray(images[start : start + batch_size]), training=True)
+    for lyr, (trainable, momentum) in zip(norms, saved, strict=True):
+        lyr.trainable, lyr.momentum = trainable, momentum
+
+
+def unfreeze_top(
+    backbone: keras.Model, count: int | str, batch_norm: str = "frozen", momentum: float = 0.99
+) -> int:
+    """Make the top `count` layers trainable (all: every layer).
+
+    BatchNorm stays frozen (inference mode, fixed statistics) unless the policy is
+    "train": then it trains too, in training mode, its statistics averaged with `momentum`.
     Returns how many layers now have trainable weights.
     """
     backbone.trainable = True
     n = len(backbone.layers) if count == "all" else int(count)
     first = max(len(backbone.layers) - n, 0)
     for i, layer in enumerate(backbone.layers):
-        frozen = i < first or isinstance(layer, layers.BatchNormalization)
-        layer.trainable = not frozen
+        is_norm = isinstance(layer, layers.BatchNormalization)
+        layer.trainable = i >= first and (not is_norm or batch_norm == "train")
+        if is_norm and layer.trainable:
+            layer.momentum = momentum
     return sum(1 for layer in backbone.layers if layer.trainable and layer.weights)
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """Copy weights layer by layer: training model -> serving model.
+
+    Both come from one builder, so the layers with weights line up in order (augmentation
+    has none); a backbone's name depends on its weights, hence order, not names.
+    """
+    pairs = zip(
+        [lyr for lyr in source.layers if lyr.weights],
+        [lyr for lyr in target.layers if lyr.weights],
+        strict=True,
+    )
+    for one, other in pairs:
+        other.set_weights(one.get_weights())
 
 
 def load(path: str) -> keras.Model:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Union
@@ -21,6 +23,7 @@ from stages.backbones import BACKBONES
 from stages.errors import UserError
 
 PARAMS_FILE = Path("params.yaml")
+SEED_MAX = 2**32 - 1  # NumPy's and TensorFlow's seeds are 32-bit
 
 
 class ParamsError(UserError):
@@ -41,6 +44,7 @@ class Data:
     test_size: int  # cap on the held-out test split (0 disables it)
 
     def check(self, at: str) -> None:
+        _need(self.raw.strip() != "", f"{at}.raw", "is empty; set it to data/raw/UTKFace.tar.gz")
         _need(self.image_size >= 32, f"{at}.image_size", f"must be >= 32, got {self.image_size}")
         _need(self.image_size <= 512, f"{at}.image_size", f"must be <= 512, got {self.image_size}")
         _need(self.subset_size >= 2, f"{at}.subset_size", f"must be >= 2, got {self.subset_size}")
@@ -72,7 +76,10 @@ class Augment:
 
 @dataclass(frozen=True)
 class Loss:
-    age: Literal["mae", "mse", "huber"]
+    # dldl: KL divergence to a Gaussian around the true age plus L1 on the expectation
+    # (DLDL-v2); needs age_head: expectation
+    age: Literal["mae", "mse", "huber", "dldl"]
+    age_sigma: float  # dldl: standard deviation of the target age distribution, years
     age_weight: float
     gender_weight: float
     label_smoothing: float
@@ -88,6 +95,11 @@ class Loss:
             self.age_weight + self.gender_weight > 0,
             f"{at}.age_weight",
             "age_weight and gender_weight cannot both be 0",
+        )
+        _need(
+            0.5 <= self.age_sigma <= 20,
+            f"{at}.age_sigma",
+            f"must be in [0.5, 20] years, got {self.age_sigma}",
         )
         _need(
             0 <= self.label_smoothing < 0.5,
@@ -106,6 +118,7 @@ class Fit:
     batch_size: int
     epochs: int
     schedule: Literal["plateau", "cosine"]  # plateau: ReduceLROnPlateau; cosine: decay to 0
+    warmup_epochs: int  # cosine only: the rate rises linearly from 0 over these epochs
     reduce_lr_factor: float
     reduce_lr_patience: int
     early_stopping_patience: int
@@ -121,6 +134,16 @@ class Fit:
         )
         _need(self.batch_size >= 1, f"{at}.batch_size", f"must be >= 1, got {self.batch_size}")
         _need(self.epochs >= 0, f"{at}.epochs", f"must be >= 0, got {self.epochs}")
+        _need(
+            0 <= self.warmup_epochs <= max(self.epochs - 1, 0),
+            f"{at}.warmup_epochs",
+            f"must be in [0, epochs - 1], got {self.warmup_epochs}",
+        )
+        _need(
+            self.warmup_epochs == 0 or self.schedule == "cosine",
+            f"{at}.warmup_epochs",
+            "needs schedule: cosine (set it to 0 for plateau)",
+        )
         _need(
             0 < self.reduce_lr_factor < 1,
             f"{at}.reduce_lr_factor",
@@ -168,11 +191,27 @@ class ModelA:
         _need(0 <= self.spatial_dropout < 1, f"{at}.spatial_dropout", "must be in [0, 1)")
         _need(0 <= self.dropout < 1, f"{at}.dropout", "must be in [0, 1)")
         _need(self.l2 >= 0, f"{at}.l2", "must be >= 0")
+        _check_dldl(self.loss, self.age_head, at)
+
+
+def _check_dldl(loss: Loss, age_head: str, at: str) -> None:
+    _need(
+        loss.age != "dldl" or age_head == "expectation",
+        f"{at}.loss.age",
+        "dldl trains an age distribution: it needs age_head: expectation",
+    )
+
+
+@dataclass(frozen=True)
+class Phase1(Fit):
+    # Train the heads on backbone features computed once (faces and their mirror images):
+    # each epoch then costs milliseconds instead of a forward pass of the backbone.
+    cached_features: bool
 
 
 @dataclass(frozen=True)
 class Phase2(Fit):
-    unfreeze: int | Literal["all"]  # top backbone layers made trainable (BatchNorm stays frozen)
+    unfreeze: int | Literal["all"]  # top backbone layers made trainable
 
     def check(self, at: str) -> None:
         super().check(at)
@@ -187,6 +226,10 @@ class ModelB:
     backbone: str  # a key of models.BACKBONES
     alpha: float  # width multiplier, MobileNet v1/v2 only
     weights: str | None  # "imagenet", a path to a weights file, or null (random init)
+    # frozen: ImageNet statistics, inference mode; adapt: statistics re-estimated on the
+    # training faces, then frozen; train: adapted, then updated in phase 2 (training mode)
+    batch_norm: Literal["frozen", "adapt", "train"]
+    bn_momentum: float  # train: moving-average momentum of the statistics in phase 2
     pooling: Literal["avg", "max", "avgmax"]
     norm: Literal["none", "batch", "layer"]
     dropout: float
@@ -195,7 +238,7 @@ class ModelB:
     age_head: Literal["linear", "expectation"]
     loss: Loss
     augment: Augment
-    phase1: Fit
+    phase1: Phase1
     phase2: Phase2
 
     def check(self, at: str) -> None:
@@ -205,22 +248,24 @@ class ModelB:
             f"unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}",
         )
         _need(self.alpha > 0, f"{at}.alpha", f"must be > 0, got {self.alpha}")
+        _need(
+            0 <= self.bn_momentum < 1,
+            f"{at}.bn_momentum",
+            f"must be in [0, 1), got {self.bn_momentum}",
+        )
+        _check_dldl(self.loss, self.age_head, at)
         _need(0 <= self.dropout < 1, f"{at}.dropout", "must be in [0, 1)")
         for name in ("age_units", "gender_units"):
             values = getattr(self, name)
             _need(all(v >= 1 for v in values), f"{at}.{name}", f"must be positive, got {values}")
         if self.weights not in (None, "imagenet"):
-            _need(
-                Path(self.weights).is_file(),
-                f"{at}.weights",
-                f"file {self.weights!r} not found; give 'imagenet', a weights file, or null",
-            )
+            check_weights_file(self.weights, f"{at}.weights")
 
 
 @dataclass(frozen=True)
 class Train:
     mixed_precision: bool  # mixed_float16 compute on a GPU; outputs stay float32
-    deterministic: bool  # deterministic TensorFlow ops: same params, same model (~25% slower)
+    deterministic: bool  # deterministic TensorFlow ops: same params, same model
 
 
 @dataclass(frozen=True)
@@ -263,6 +308,40 @@ class Params:
         )
 
 
+def check_weights_file(path: str, key: str) -> None:
+    """A missing, corrupt or truncated weights file stops here, not in a Keras traceback."""
+    import h5py  # installed with Keras; only this check needs it
+
+    fix = "give 'imagenet', an HDF5 weights file (.h5), or null"
+    _need(Path(path).is_file(), key, f"file {path!r} not found; {fix}")
+    _need(h5py.is_hdf5(path), key, f"file {path!r} is not an HDF5 weights file; {fix}")
+    try:
+        h5py.File(path, "r").close()
+    except OSError as error:
+        reason = str(error).splitlines()[0][:200]
+        problem = f"file {path!r} is truncated or damaged ({reason}); {fix}"
+        raise ParamsError(f"{key}: {problem}") from None
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a duplicate key is an error, not the last one winning."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may override keys
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):  # super() reports it
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"duplicate key {key!r}; keep one", problem_mark=key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _convert(hint: object, value: object, key: str) -> object:
     """Check `value` against the type hint `hint` and return it in that type."""
     origin = typing.get_origin(hint)
@@ -302,7 +381,11 @@ def _convert(hint: object, value: object, key: str) -> object:
                 value = float(value)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         _need(ok, key, f"must be a number, got {value!r}")
-        return float(value)
+        with contextlib.suppress(OverflowError):  # an int too big for a float stays an int
+            value = float(value)
+        ok = isinstance(value, float) and math.isfinite(value)
+        _need(ok, key, f"must be a finite number, got {value!r:.40}")
+        return value
     if hint is str:
         _need(isinstance(value, str), key, f"must be a string, got {value!r}")
         return value
@@ -347,10 +430,23 @@ def load(path: Path | str = PARAMS_FILE) -> Params:
     if not path.is_file():
         raise ParamsError(f"{path}: not found; run from the project root, where params.yaml is")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except UnicodeDecodeError as error:
+        raise ParamsError(
+            f"{path}: not a text file (byte {error.start} is not UTF-8); restore it from git"
+        ) from None
     except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ParamsError(f"{path}{where}: not valid YAML ({problem})") from None
+    if not isinstance(raw, dict):
+        got = "it is empty" if raw is None else f"got {raw!r:.80}"
+        raise ParamsError(f"{path}: must be a mapping of sections (seed, data, ...); {got}")
     try:
-        return build(Params, raw)  # type: ignore[return-value]
+        params: Params = build(Params, raw)  # type: ignore[assignment]
+        seed = params.seed
+        _need(0 <= seed <= SEED_MAX, "seed", f"must be in [0, {SEED_MAX}], got {seed}")
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None
+    return params

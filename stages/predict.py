@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import itertools
 import json
 import os
 import shutil
+import stat
 import sys
 import threading
 import time
@@ -71,8 +73,8 @@ def walk(folder: str) -> Iterator[str]:
             continue
         if entry.is_dir(follow_symlinks=False):
             yield from walk(entry.path)
-        elif entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES):
-            yield entry.path
+        elif entry.name.lower().endswith(IMAGE_SUFFIXES):
+            yield entry.path  # no stat here: read() gives a FIFO or a symlink loop its record
 
 
 def expand(inputs: Iterable[str], stdin: TextIO) -> Iterator[str]:
@@ -141,6 +143,8 @@ def read(path: str, sizes: tuple[int, ...], faces: bool) -> list[Face]:
     """
     want = DETECT_SIDE if faces else max(sizes)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would block for good
+            return [Face(path, error="not a regular file")]
         with Image.open(path) as image:
             full_width = image.size[0]
             image.draft("RGB", (want, want))
@@ -163,7 +167,8 @@ def read(path: str, sizes: tuple[int, ...], faces: bool) -> list[Face]:
     except UnidentifiedImageError:
         return [Face(path, error="not an image")]
     except Exception as error:  # a corrupt file can fail in any decoder step
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        text = getattr(error, "strerror", None) or str(error)  # strerror: without the path
+        reason = (text.strip().splitlines() or [type(error).__name__])[0][:200]
         return [Face(path, error=f"unreadable image ({reason})")]
 
 
@@ -197,21 +202,49 @@ class TFLiteModel:
                 f"`agegender-predict --model MODEL.keras --export DIR`"
             ) from None
         self.input_shape = (None, *(int(d) for d in spec["shape_signature"][1:]))
+        outputs = self.runner.get_output_details()
+        self.output_names = list(outputs)
+        self.output_shape = [
+            (None, *(int(d) for d in o["shape_signature"][1:])) for o in outputs.values()
+        ]
 
     def predict_on_batch(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return self.runner(**{self.input: np.ascontiguousarray(x)})
 
 
+def check_model(model, path: str) -> None:
+    """Fail before any image if the model does not take and return what this tool deals in:
+    another shape fails mid-run in a Keras traceback, and a variable input size (None, None)
+    would make every image an error."""
+    try:
+        shape, shapes = tuple(model.input_shape), model.output_shape
+    except (AttributeError, ValueError):  # e.g. a Sequential model that was never built
+        shape, shapes = (), []
+    shapes = shapes if isinstance(shapes, list) else [shapes]  # one output: a bare tuple
+    outputs = {name: tuple(s) for name, s in zip(model.output_names, shapes, strict=False)}
+    side = shape[1] if len(shape) == 4 else None
+    fits = isinstance(side, int) and side > 0 and shape == (None, side, side, 3)
+    if not fits or outputs != {"age": (None, 1), "gender": (None, 1)}:
+        raise UserError(
+            f"{path}: takes {shape} and returns {outputs}; this tool needs a model taking uint8 "
+            f"images (N, S, S, 3) of a fixed side S and returning {{'age': (N, 1), 'gender': "
+            f"(N, 1)}}, like those `dvc repro` trains"
+        )
+
+
 def load_model(path: str):
-    """A .keras model, or a .tflite file written by --export."""
+    """A .keras model, or a .tflite file written by --export, checked for shape."""
     if not path.endswith(".tflite"):
-        return load(path)
-    if not os.path.isfile(path):
+        model = load(path)
+    elif not os.path.isfile(path):
         raise UserError(
             f"{path}: no such model; write it with `agegender-predict --model MODEL.keras "
             f"--export DIR`"
         )
-    return TFLiteModel(path)
+    else:
+        model = TFLiteModel(path)
+    check_model(model, path)
+    return model
 
 
 # --- prediction -----------------------------------------------------------------------------
@@ -348,6 +381,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("give image files, folders or - (or --export DIR)")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers must be at least 1")
     return args
 
 
@@ -362,6 +397,24 @@ def rounded(record: dict) -> dict:
     }
 
 
+def check_csv(path: Path) -> None:
+    """Fail before predicting: a CSV path that cannot be written would lose every result."""
+    if path.is_dir():
+        example = path / "predictions.csv"
+        raise UserError(f"--csv {path}: is a folder; give a file name, such as {example}")
+    folder = next(p for p in path.parents if p.exists())  # the rest is made on writing
+    if not folder.is_dir():
+        raise UserError(f"--csv {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"--csv {path}: cannot write in {folder}")
+
+
+def printable(path: str) -> str:
+    """A file name whose bytes are not UTF-8 (PEP 383 keeps them as lone surrogates), with
+    those bytes as \\xNN: a UTF-8 CSV cannot hold them as they are."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 @contextlib.contextmanager
 def output(csv_path: Path | None) -> Iterator[Callable[[dict], None]]:
     """A function writing one record: JSON lines on stdout, or a CSV file renamed into place
@@ -374,12 +427,16 @@ def output(csv_path: Path | None) -> Iterator[Callable[[dict], None]]:
         yield write_json
         sys.stdout.flush()
         return
-    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as out:
+    with (
+        atomic_path(csv_path) as tmp,
+        open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as out,
+    ):
         writer = csv.DictWriter(out, FIELDS)
         writer.writeheader()
 
         def write(record: dict) -> None:
             row = rounded(record)
+            row["path"] = printable(row["path"])
             if row.get("box") is not None:
                 row["box"] = " ".join(map(str, row["box"]))
             writer.writerow(row)
@@ -390,6 +447,8 @@ def output(csv_path: Path | None) -> Iterator[Callable[[dict], None]]:
 def cli(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
     """Run the tool; returns the exit status (1: nothing predicted). Raises UserError."""
     args = parse_args(argv)
+    if args.csv is not None:
+        check_csv(args.csv)
     paths = ENSEMBLE if args.model == "ensemble" else (args.model,)
     if args.export and (len(paths) > 1 or paths[0].endswith(".tflite")):
         raise UserError("--export: give one .keras model file (export A and B one at a time)")
@@ -446,6 +505,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: a UserError is one line on stderr and exit status 2."""
 
     def go() -> None:
+        if isinstance(sys.stdin, io.TextIOWrapper):  # `find | agegender-predict -`: any names
+            sys.stdin.reconfigure(errors="surrogateescape")
         try:
             status = cli(argv)
         except BrokenPipeError:  # `agegender-predict ... | head`: the reader is done

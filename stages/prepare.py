@@ -7,13 +7,19 @@ give byte-identical outputs.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import json
 import multiprocessing
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -21,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from stages import params as P
-from stages.errors import UserError, atomic_path, run, write_text
+from stages.errors import UserError, atomic_path, clean_stale_temps, run, write_text
 from stages.utkface import (
     AGE_BUCKETS,
     RACES,
@@ -34,6 +40,7 @@ from stages.utkface import (
 
 OUT = Path("data/prepared")
 SPLITS = ("train", "val", "test")
+OUTPUTS = tuple(f"{s}.npz" for s in SPLITS) + ("faces.csv", "summary.json")
 STATUSES = ("ok", "malformed", "duplicate", "conflict", "unreadable")
 CHUNK = 256  # files per worker task
 
@@ -49,15 +56,32 @@ def _decode_chunk(args: tuple[list[bytes], int]) -> tuple[np.ndarray, np.ndarray
     return images, ok
 
 
+def _worker_init(parent: int) -> None:
+    """Workers leave Ctrl-C to the parent, which stops them, and die with the parent even
+    when it is killed outright (SIGKILL), instead of living on as orphans."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform == "linux":
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    return ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+    )
+
+
 def decode_all(blobs: list[bytes], size: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode every file on all cores, with a progress line every few seconds."""
     images = np.zeros((len(blobs), size, size, 3), np.uint8)
     ok = np.zeros(len(blobs), bool)
     tasks = [(blobs[i : i + CHUNK], size) for i in range(0, len(blobs), CHUNK)]
     start = last = time.monotonic()
-    workers = min(os.cpu_count() or 1, max(1, len(tasks)))
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    pool = worker_pool(min(os.cpu_count() or 1, max(1, len(tasks))))
+    try:
         for k, (chunk_images, chunk_ok) in enumerate(pool.map(_decode_chunk, tasks)):
             lo = k * CHUNK
             images[lo : lo + len(chunk_ok)], ok[lo : lo + len(chunk_ok)] = chunk_images, chunk_ok
@@ -67,6 +91,8 @@ def decode_all(blobs: list[bytes], size: int) -> tuple[np.ndarray, np.ndarray]:
                 rate = done / max(now - start, 1e-9)
                 print(f"prepare: decoded {done}/{len(blobs)} files ({rate:.0f}/s)", flush=True)
                 last = now
+    finally:  # on Ctrl-C, drop the queued chunks instead of decoding them all first
+        pool.shutdown(cancel_futures=True)
     return images, ok
 
 
@@ -74,7 +100,10 @@ def assign_status(faces: pd.DataFrame, readable: np.ndarray) -> None:
     """Fill faces.status/reason: ok, malformed, unreadable, duplicate or conflict."""
     faces["status"] = np.where(~faces.usable, "malformed", np.where(readable, "ok", "unreadable"))
     faces["reason"] = faces.problem
-    faces.loc[faces.status == "unreadable", "reason"] = "cannot be decoded as an image"
+    unreadable = faces.status == "unreadable"
+    faces.loc[unreadable, "reason"] = faces.read_problem[unreadable].replace(
+        "", "cannot be decoded as an image"
+    )
     candidates = faces[faces.status == "ok"]
     for _, group in candidates.groupby("sha256", sort=False):
         if len(group) == 1:
@@ -170,23 +199,75 @@ def summarize(faces: pd.DataFrame, source: str) -> dict:
     }
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block is done, then act on them as usual.
+
+    A Python handler, not a blocked signal mask: any thread may receive the signal, but Python
+    handlers always run in the main thread.
+    """
+    held = (signal.SIGINT, signal.SIGTERM)
+    got: list[int] = []
+    before = [signal.signal(s, lambda signum, _: got.append(signum)) for s in held]
+    try:
+        yield
+    finally:
+        for s, handler in zip(held, before, strict=True):
+            signal.signal(s, handler)
+        for s in got:
+            signal.raise_signal(s)
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move one run's outputs from `staging` into `out` together: the old set goes first and
+    Ctrl-C waits until the new one is in, so `out` never mixes two runs' files."""
+    with signals_deferred():
+        for name in OUTPUTS:
+            (out / name).unlink(missing_ok=True)
+        for name in OUTPUTS:
+            os.replace(staging / name, out / name)
+
+
+def write_outputs(faces: pd.DataFrame, images: np.ndarray, summary: dict) -> None:
+    """Write everything into a staging folder beside OUT, then publish it; the staging
+    folder of a killed run is removed by the next."""
+    clean_stale_temps(OUT)
+    OUT.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{OUT.name}.", dir=OUT.parent))
+    try:
+        for name in SPLITS:
+            rows = faces.index[faces.split == name].to_numpy()
+            save_npz(
+                staging / f"{name}.npz",
+                images=images[rows],
+                age=faces.age.to_numpy()[rows].astype(np.int16),
+                gender=faces.gender.to_numpy()[rows].astype(np.int8),
+                race=faces.race.to_numpy()[rows].astype(np.int8),
+                name=np.array(faces.name.to_numpy()[rows], dtype=str),
+            )
+        columns = ["name", "sha256", "age", "gender", "race", "status", "reason", "split"]
+        write_text(staging / "faces.csv", faces[columns].to_csv(index=False, lineterminator="\n"))
+        write_text(staging / "summary.json", json.dumps(summary, indent=2) + "\n")
+        publish(staging, OUT)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def main() -> None:
     params = P.load()
     data = params.data
     start = time.monotonic()
-    names, hashes, blobs = [], [], []
-    for name, blob in read_source(Path(data.raw)):
-        names.append(name)
-        hashes.append(hashlib.sha256(blob).hexdigest())
-        blobs.append(blob)
-    if not names:
-        raise UserError(f"{data.raw}: holds no files; point data.raw at the UTKFace download")
-    order = sorted(range(len(names)), key=lambda i: (names[i], hashes[i]))  # archive order free
-    names, hashes, blobs = (
-        [names[i] for i in order],
-        [hashes[i] for i in order],
-        [blobs[i] for i in order],
+    members = sorted(  # archive order free
+        (
+            (m.name, "" if m.problem else hashlib.sha256(m.data).hexdigest(), m.data, m.problem)
+            for m in read_source(Path(data.raw))
+        ),
+        key=lambda m: m[:2],
     )
+    if not members:
+        raise UserError(f"{data.raw}: holds no files; point data.raw at the UTKFace download")
+    names, hashes, blobs, problems = (list(column) for column in zip(*members, strict=True))
+    del members
     print(f"prepare: read {len(names)} files from {data.raw} in {time.monotonic() - start:.1f}s")
 
     labels = [parse_name(n) for n in names]
@@ -199,28 +280,15 @@ def main() -> None:
             "race": [lab.race for lab in labels],
             "usable": [lab.usable for lab in labels],
             "problem": [lab.problem for lab in labels],
+            "read_problem": problems,
         }
     )
     images, readable = decode_all(blobs, data.image_size)
     del blobs
     assign_status(faces, readable)
     faces["split"] = split(faces, data, params.seed)
-
-    OUT.mkdir(parents=True, exist_ok=True)
-    for name in SPLITS:
-        rows = faces.index[faces.split == name].to_numpy()
-        save_npz(
-            OUT / f"{name}.npz",
-            images=images[rows],
-            age=faces.age.to_numpy()[rows].astype(np.int16),
-            gender=faces.gender.to_numpy()[rows].astype(np.int8),
-            race=faces.race.to_numpy()[rows].astype(np.int8),
-            name=np.array(faces.name.to_numpy()[rows], dtype=str),
-        )
-    columns = ["name", "sha256", "age", "gender", "race", "status", "reason", "split"]
-    write_text(OUT / "faces.csv", faces[columns].to_csv(index=False, lineterminator="\n"))
     summary = summarize(faces, data.raw)
-    write_text(OUT / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_outputs(faces, images, summary)
 
     counts = ", ".join(f"{k} {v}" for k, v in summary["status"].items())
     sizes = ", ".join(f"{s} {summary['splits'][s]['n']}" for s in SPLITS)

@@ -745,7 +745,11 @@ def fit_rows(fit: P.Fit) -> list[tuple[str, str]]:
             "optimizer",
             fit.optimizer + (f", weight decay {fit.weight_decay:g}" if fit.weight_decay else ""),
         ),
-        ("learning rate", f"{fit.learning_rate:g}, {schedule}"),
+        (
+            "learning rate",
+            f"{fit.learning_rate:g}, {schedule}"
+            + (f", after a {fit.warmup_epochs}-epoch linear warm-up" if fit.warmup_epochs else ""),
+        ),
         (
             "epochs",
             f"up to {fit.epochs}, early stopping after {fit.early_stopping_patience} "
@@ -755,8 +759,17 @@ def fit_rows(fit: P.Fit) -> list[tuple[str, str]]:
     ]
 
 
+WARPS = {"rotation", "translation", "zoom"}
+
+
 def common_rows(p: P.ModelA | P.ModelB, params: P.Params) -> list[list[str]]:
     loss, aug = p.loss, p.augment
+    age_loss = (
+        f"dldl (KL to a Gaussian of {loss.age_sigma:g} years around the true age + L1 of the "
+        f"expectation)"
+        if loss.age == "dldl"
+        else loss.age
+    )
     augment = [
         name
         for name in ("rotation", "translation", "zoom", "brightness", "contrast")
@@ -766,6 +779,7 @@ def common_rows(p: P.ModelA | P.ModelB, params: P.Params) -> list[list[str]]:
         ", ".join(
             (["horizontal flip"] if aug.flip else [])
             + [f"{name} {getattr(aug, name):g}" for name in augment]
+            + (["(rotation, translation and zoom in one warp)"] if WARPS & {*augment} else [])
         )
         or "none"
     )
@@ -774,7 +788,7 @@ def common_rows(p: P.ModelA | P.ModelB, params: P.Params) -> list[list[str]]:
         [
             "loss",
             f"{loss.gender_weight:g} x gender binary cross-entropy (label smoothing "
-            f"{loss.label_smoothing:g}) + {loss.age_weight:g} x age {loss.age}",
+            f"{loss.label_smoothing:g}) + {loss.age_weight:g} x age {age_loss}",
         ],
         [
             "age head",
@@ -850,7 +864,13 @@ def setup_b(params: P.Params, train: dict) -> list[Block]:
         if p.phase2.unfreeze == "all"
         else f"the top {p.phase2.unfreeze} backbone layers"
     )
-    phase_rows = [["backbone", "frozen", f"{unfreeze} trainable (BatchNorm stays frozen)"]]
+    norm = {
+        "frozen": "BatchNorm frozen with ImageNet statistics",
+        "adapt": "BatchNorm frozen with statistics re-estimated on the training faces",
+        "train": f"BatchNorm re-estimated, then trained (momentum {p.bn_momentum:g})",
+    }[p.batch_norm]
+    first = "frozen" + (", heads trained on cached features" if p.phase1.cached_features else "")
+    phase_rows = [["backbone", first, f"{unfreeze} trainable; {norm}"]]
     for (label, one), (_, two) in zip(fit_rows(p.phase1), fit_rows(p.phase2), strict=True):
         phase_rows.append([label, one, two])
     phase_rows.append(

@@ -14,14 +14,14 @@ LIVE_DIR = "reports/train_a"
 
 def main() -> None:
     params = P.load()
-    p = params.model_a
+    p, size = params.model_a, params.data.image_size
     setup(params.seed, params.train)
     train, val = load_split("train"), load_split("val")
-    model = build_model_a(p, params.data.image_size, params.seed)
+    model = build_model_a(p, size, params.seed)
     model.summary(line_length=100)
-    with Trainer(model, LIVE_DIR, train, val) as trainer:
-        trainer.phase("fit", p.fit, p.loss)
-        trainer.save(MODEL)
+    trainer = Trainer(model, LIVE_DIR, train, val)
+    trainer.phase("fit", p.fit, p.loss)
+    trainer.save(MODEL, build_model_a(p, size, params.seed, serving=True))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Stage `train_b`: a pretrained backbone fine-tuned in two phases.
 
-Phase 1 trains the heads on the frozen backbone; phase 2 unfreezes its top layers
-(BatchNorm stays frozen) and trains on at a lower learning rate. Both phases log to one
-DVCLive run; the best weights over both by val_loss are saved.
+Phase 1 trains the heads on the frozen backbone (by default on its features, computed
+once); phase 2 unfreezes its top layers and trains on at a lower learning rate, after a
+warm-up. `model_b.batch_norm` says whether the backbone's BatchNorm statistics stay
+ImageNet's, are re-estimated on the training faces first, or also train in phase 2.
+Both phases log to one DVCLive run; the best weights over both by val_loss are saved.
 """
 
 from __future__ import annotations
@@ -10,8 +12,14 @@ from __future__ import annotations
 from stages import params as P
 from stages.data import load_split
 from stages.errors import run
-from stages.models import backbone_of, build_model_b, unfreeze_top
-from stages.training import Trainer, setup
+from stages.models import (
+    adapt_batch_norm,
+    backbone_of,
+    build_model_b,
+    split_at_features,
+    unfreeze_top,
+)
+from stages.training import Trainer, cached_features, setup
 
 MODEL = "models/age_gender_B.keras"
 LIVE_DIR = "reports/train_b"
@@ -19,17 +27,27 @@ LIVE_DIR = "reports/train_b"
 
 def main() -> None:
     params = P.load()
-    p = params.model_b
+    p, size = params.model_b, params.data.image_size
     setup(params.seed, params.train)
     train, val = load_split("train"), load_split("val")
-    model = build_model_b(p, params.data.image_size, params.seed)
+    model = build_model_b(p, size, params.seed)
     model.summary(line_length=100)
-    with Trainer(model, LIVE_DIR, train, val) as trainer:
+    extractor, head = split_at_features(model)
+    if p.batch_norm != "frozen":
+        print(
+            f"batch_norm {p.batch_norm}: re-estimating BatchNorm statistics on the training faces"
+        )
+        adapt_batch_norm(extractor, train.images, p.phase1.batch_size)
+    trainer = Trainer(model, LIVE_DIR, train, val)
+    if p.phase1.cached_features:
+        data = cached_features(extractor, head, train, val, p.phase1.batch_size)
+        trainer.phase("phase1", p.phase1, p.loss, model=head, data=data)
+    else:
         trainer.phase("phase1", p.phase1, p.loss)
-        layers = unfreeze_top(backbone_of(model), p.phase2.unfreeze)
-        print(f"phase2: {layers} backbone layers with weights unfrozen (BatchNorm stays frozen)")
-        trainer.phase("phase2", p.phase2, p.loss)
-        trainer.save(MODEL)
+    layers = unfreeze_top(backbone_of(model), p.phase2.unfreeze, p.batch_norm, p.bn_momentum)
+    print(f"phase2: {layers} backbone layers with weights unfrozen (BatchNorm {p.batch_norm})")
+    trainer.phase("phase2", p.phase2, p.loss)
+    trainer.save(MODEL, build_model_b(p, size, params.seed, serving=True))
 
 
 if __name__ == "__main__":

@@ -1,26 +1,29 @@
 """Compile, callbacks and fit: shared by model A and both phases of model B.
 
-A `Trainer` owns one DVCLive run and one best-model checkpoint, so several fit
-phases log on one continuous step axis and the weights kept at the end are the best
-by val_loss over all phases.
+A `Trainer` owns one DVCLive run and the best weights seen, so several fit phases log on
+one continuous step axis and the weights kept at the end are the best by val_loss over
+all phases. DVCLive writes into a scratch folder that replaces the stage's folder only
+when training ends, so an interrupted run leaves the previous results in place.
 """
 
 from __future__ import annotations
 
 import math
-import os
+import shutil
 import sys
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import keras
+import numpy as np
 from dvclive import Live
+from keras import ops
 
 from stages.data import Split
 from stages.errors import atomic_path
+from stages.models import copy_weights
 from stages.params import Fit, Loss, Train
+from stages.utkface import MAX_AGE
 
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
@@ -42,22 +45,61 @@ def setup(seed: int, train: Train) -> None:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
 
+def dldl_loss(sigma: float):
+    """DLDL-v2: KL(Gaussian around the true age || predicted distribution) + L1 of its mean.
+
+    The distribution term tells the model that 31 is nearly right for a 30-year-old, which
+    a plain regression loss does not; the L1 term aligns the expectation we predict with.
+    """
+    ages = ops.arange(MAX_AGE + 1, dtype="float32")
+
+    def loss(y_true, probs):
+        y_true = ops.cast(y_true, "float32")  # (N, 1) ages
+        target = ops.exp(-0.5 * ops.square((ages[None, :] - y_true) / sigma))
+        target = target / ops.sum(target, axis=1, keepdims=True)
+        probs = ops.clip(probs, 1e-7, 1.0)
+        kl = ops.sum(target * (ops.log(ops.maximum(target, 1e-7)) - ops.log(probs)), axis=1)
+        expectation = ops.sum(probs * ages[None, :], axis=1)
+        return kl + ops.abs(expectation - y_true[:, 0])
+
+    return loss
+
+
+def targets(model: keras.Model, split: Split) -> dict[str, np.ndarray]:
+    """Keras targets for each of the model's outputs (the age distribution learns from age)."""
+    y = split.targets()
+    return {name: y["age" if name == "age_probs" else name] for name in model.output}
+
+
 def compile_model(model: keras.Model, fit: Fit, loss: Loss, steps_per_epoch: int) -> None:
     rate: float | keras.optimizers.schedules.LearningRateSchedule = fit.learning_rate
     if fit.schedule == "cosine":
+        warmup = fit.warmup_epochs * steps_per_epoch
         rate = keras.optimizers.schedules.CosineDecay(
-            fit.learning_rate, decay_steps=max(1, fit.epochs * steps_per_epoch)
+            0.0 if warmup else fit.learning_rate,
+            decay_steps=max(1, fit.epochs * steps_per_epoch - warmup),
+            warmup_target=fit.learning_rate if warmup else None,
+            warmup_steps=warmup,
         )
     # AdamW needs a number (0.0 is fine); the others skip the decay step entirely when None.
     decay = fit.weight_decay if fit.optimizer == "adamw" or fit.weight_decay else None
     optimizer = OPTIMIZERS[fit.optimizer](learning_rate=rate, weight_decay=decay)
+    names = list(model.output)
+    age_loss = (
+        {"age_probs": dldl_loss(loss.age_sigma)}
+        if "age_probs" in names
+        else {"age": AGE_LOSSES[loss.age]}
+    )
+    losses = {
+        **age_loss,
+        "gender": keras.losses.BinaryCrossentropy(label_smoothing=loss.label_smoothing),
+    }
     model.compile(
         optimizer=optimizer,
-        loss={
-            "age": AGE_LOSSES[loss.age],
-            "gender": keras.losses.BinaryCrossentropy(label_smoothing=loss.label_smoothing),
+        loss={name: losses.get(name) for name in names},
+        loss_weights={  # an output without a loss (age, under dldl) gets a weight nobody uses
+            name: loss.gender_weight if name == "gender" else loss.age_weight for name in names
         },
-        loss_weights={"age": loss.age_weight, "gender": loss.gender_weight},
         metrics={
             "age": [keras.metrics.MeanAbsoluteError(name="mae")],
             "gender": [keras.metrics.BinaryAccuracy(name="accuracy")],
@@ -66,11 +108,11 @@ def compile_model(model: keras.Model, fit: Fit, loss: Loss, steps_per_epoch: int
 
 
 class _EpochLog(keras.callbacks.Callback):
-    """Logs each epoch's train and val metrics to DVCLive and times the training part."""
+    """Logs each epoch to DVCLive, keeps the best weights over all phases, times training."""
 
-    def __init__(self, live: Live, phase: str):
+    def __init__(self, trainer: Trainer, phase: str):
         super().__init__()
-        self.live, self.phase = live, phase
+        self.trainer, self.phase = trainer, phase
         self.train_seconds = 0.0
         self._start = 0.0
 
@@ -83,15 +125,39 @@ class _EpochLog(keras.callbacks.Callback):
             self._start = 0.0
 
     def on_epoch_end(self, epoch, logs=None):
-        for key, value in (logs or {}).items():
+        logs = logs or {}
+        live = self.trainer.live
+        for key, value in logs.items():
             split, name = ("val", key[4:]) if key.startswith("val_") else ("train", key)
-            if name in ("learning_rate", "lr"):
+            if name in ("learning_rate", "lr") or name.startswith("age_probs"):
                 continue
-            self.live.log_metric(f"{split}/{name}", float(value))
+            live.log_metric(f"{split}/{name}", float(value))
         rate = self.model.optimizer.learning_rate
-        self.live.log_metric("learning_rate", float(keras.ops.convert_to_numpy(rate)))
-        self.live.log_metric("phase", 1 if self.phase != "phase2" else 2)
-        self.live.next_step()
+        live.log_metric("learning_rate", float(keras.ops.convert_to_numpy(rate)))
+        live.log_metric("phase", 2 if self.phase.startswith("phase2") else 1)
+        live.next_step()
+        self.trainer.keep_if_best(float(logs["val_loss"]))
+
+
+def cached_features(
+    extractor: keras.Model, head: keras.Model, train: Split, val: Split, batch_size: int
+) -> tuple[tuple, tuple]:
+    """((x, y), (val_x, val_y)) of backbone features: the faces and their mirror images.
+
+    The frozen backbone gives the same features every epoch, so phase 1 computes them once
+    (one forward pass, no backward) and then trains the heads in seconds.
+    """
+    print(f"phase1: backbone features of {len(train)} faces, mirrored too", flush=True)
+    images = np.asarray(train.images)
+    x = np.concatenate(
+        [
+            extractor.predict(images, batch_size=batch_size, verbose=0),
+            extractor.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0),
+        ]
+    )
+    y = {name: np.concatenate([v, v]) for name, v in targets(head, train).items()}
+    val_x = extractor.predict(val.images, batch_size=batch_size, verbose=0)
+    return (x, y), (val_x, targets(head, val))
 
 
 class Trainer:
@@ -99,35 +165,45 @@ class Trainer:
 
     def __init__(self, model: keras.Model, live_dir: str, train: Split, val: Split):
         self.model, self.train, self.val = model, train, val
-        self.live = Live(live_dir, report=None, save_dvc_exp=False, dvcyaml=None)
+        self.live_dir = Path(live_dir)
+        self.scratch = self.live_dir.with_name(f".{self.live_dir.name}.partial")
+        shutil.rmtree(self.scratch, ignore_errors=True)  # left by an interrupted run
+        self.live = Live(str(self.scratch), report=None, save_dvc_exp=False, dvcyaml=None)
         self.summary: dict[str, object] = {}
         self.epoch = 0
-        self._tmp = tempfile.TemporaryDirectory(prefix="agegender-")
-        self.best_path = os.path.join(self._tmp.name, "best.weights.h5")
-        # One instance for all phases: it remembers the best val_loss across them.
-        self.best = keras.callbacks.ModelCheckpoint(
-            self.best_path, monitor="val_loss", save_best_only=True, save_weights_only=True
-        )
+        self.best_loss = math.inf
+        self.best_weights: list[np.ndarray] | None = None  # in memory: nothing to clean up
 
-    def __enter__(self) -> Trainer:
-        return self
+    def keep_if_best(self, val_loss: float) -> None:
+        if val_loss < self.best_loss:
+            self.best_loss, self.best_weights = val_loss, self.model.get_weights()
 
-    def __exit__(self, *exc) -> None:
-        self._tmp.cleanup()
+    def phase(
+        self,
+        name: str,
+        fit: Fit,
+        loss: Loss,
+        model: keras.Model | None = None,
+        data: tuple[tuple, tuple] | None = None,
+    ) -> None:
+        """Train `fit.epochs` more epochs at most, then go back to the best weights so far.
 
-    def phase(self, name: str, fit: Fit, loss: Loss) -> None:
-        """Compile with this phase's optimizer and train `fit.epochs` more epochs at most."""
+        `model` and `data` ((x, y), (val_x, val_y)) default to the whole model on the
+        prepared images; phase 1 of model B passes its heads and cached features instead.
+        """
         if fit.epochs == 0:
             return
-        steps = math.ceil(len(self.train) / fit.batch_size)
-        compile_model(self.model, fit, loss, steps)
-        log = _EpochLog(self.live, name)
+        model = model or self.model
+        (x, y), val = data or (
+            (self.train.images, targets(model, self.train)),
+            (self.val.images, targets(model, self.val)),
+        )
+        steps = math.ceil(len(x) / fit.batch_size)
+        compile_model(model, fit, loss, steps)
+        log = _EpochLog(self, name)
         callbacks: list[keras.callbacks.Callback] = [
             log,
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=fit.early_stopping_patience, restore_best_weights=True
-            ),
-            self.best,
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=fit.early_stopping_patience),
         ]
         if fit.schedule == "plateau":
             callbacks.append(
@@ -139,37 +215,43 @@ class Trainer:
                 )
             )
         print(
-            f"{name}: {fit.optimizer} lr {fit.learning_rate:g}, up to {fit.epochs} epochs",
+            f"{name}: {fit.optimizer} lr {fit.learning_rate:g}, up to {fit.epochs} epochs "
+            f"on {len(x)} inputs",
             flush=True,
         )
         start = time.monotonic()
-        history = self.model.fit(
-            self.train.images,
-            self.train.targets(),
+        history = model.fit(
+            x,
+            y,
             batch_size=fit.batch_size,
             epochs=self.epoch + fit.epochs,
             initial_epoch=self.epoch,
-            validation_data=(self.val.images, self.val.targets()),
+            validation_data=val,
             shuffle=True,
             callbacks=callbacks,
             verbose=1 if sys.stdout.isatty() else 2,
         )
         epochs = len(history.history["loss"])
         self.epoch += epochs
-        scores = self.evaluate(fit.batch_size)
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+        if model is not self.model:  # the heads trained alone: compile the whole to score it
+            compile_model(self.model, fit, loss, steps)
         self.summary[name] = {
             "epochs": epochs,
             "seconds": round(time.monotonic() - start, 1),
-            "train_images_per_second": round(
-                epochs * len(self.train) / max(log.train_seconds, 1e-9), 1
-            ),
-            **scores,
+            "train_images_per_second": round(epochs * len(x) / max(log.train_seconds, 1e-9), 1),
+            **self.evaluate(fit.batch_size),
         }
 
     def evaluate(self, batch_size: int) -> dict[str, float]:
-        """Val metrics of the weights in the model now (the phase's best, once restored)."""
+        """Val metrics of the weights in the model now (the best so far, once restored)."""
         logs = self.model.evaluate(
-            self.val.images, self.val.targets(), batch_size=batch_size, verbose=0, return_dict=True
+            self.val.images,
+            targets(self.model, self.val),
+            batch_size=batch_size,
+            verbose=0,
+            return_dict=True,
         )
         return {
             "val_loss": round(float(logs["loss"]), 4),
@@ -177,18 +259,19 @@ class Trainer:
             "val_age_mae": round(float(logs["age_mae"]), 3),
         }
 
-    def save(self, path: str | Path) -> None:
-        """Keep the best weights over all phases and write the model atomically."""
-        if os.path.exists(self.best_path):
-            with warnings.catch_warnings():  # the checkpoint holds an older optimizer's state
-                warnings.simplefilter("ignore")
-                self.model.load_weights(self.best_path)
+    def save(self, path: str | Path, serving: keras.Model) -> None:
+        """Write the serving model with the best weights, then put the DVCLive folder in place."""
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
         self.summary["best"] = self.evaluate(256)
         self.summary["epochs"] = self.epoch
-        self.summary["parameters"] = int(self.model.count_params())
+        self.summary["parameters"] = int(serving.count_params())
+        copy_weights(self.model, serving)
         with atomic_path(path) as tmp:
-            self.model.save(tmp)
+            serving.save(tmp)
         self.live.summary = self.summary
         self.live.make_summary()
         self.live.end()
+        shutil.rmtree(self.live_dir, ignore_errors=True)
+        self.scratch.rename(self.live_dir)
         print(f"saved {path}: {self.summary}")

@@ -9,12 +9,15 @@ recovered where that is unambiguous, and the deviation is recorded.
 from __future__ import annotations
 
 import io
+import lzma
 import re
 import stat
 import tarfile
 import zipfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -27,6 +30,8 @@ UNKNOWN_RACE = -1
 MAX_AGE = 120
 AGE_BUCKETS = ["0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+MAX_FILE_BYTES = 20 * 2**20  # a face is a few kB; a bigger file is not read into memory
+ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 _CANONICAL = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d{17})\.jpg\.chip\.jpg$")
 _LEADING = re.compile(r"^(\d+)_(\d+)_(.*)$")
@@ -107,12 +112,20 @@ def _skipped(name: str) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
-def read_source(source: Path) -> Iterator[tuple[str, bytes]]:
-    """Yield (base name, bytes) of every file in an archive or folder, never touching disk.
+@dataclass(frozen=True)
+class Member:
+    name: str  # base name, bytes that are not UTF-8 written as \xNN
+    data: bytes  # b"" when not read
+    problem: str  # why the file was not read, or ""
+
+
+def read_source(source: Path) -> Iterator[Member]:
+    """Yield every file of an archive or folder, never touching disk.
 
     Archives are read in memory, so a hostile member cannot write anywhere; members with
     absolute paths, '..', links or devices are refused all the same, since they mean the
-    archive is not what it claims to be.
+    archive is not what it claims to be. A file that cannot be read (too big, encrypted)
+    comes with the reason, so prepare lists it as unreadable.
     """
     if not source.exists():
         raise UserError(
@@ -130,15 +143,34 @@ def read_source(source: Path) -> Iterator[tuple[str, bytes]]:
         raise UserError(f"{source}: not a .tar.gz, .tar or .zip archive, nor a folder")
 
 
-def _read_folder(folder: Path) -> Iterator[tuple[str, bytes]]:
+def _member(name: str, problem: str, read: Callable[[], bytes]) -> Member:
+    """Read a file unless `problem` says why not; names from any OS become printable text."""
+    base = PurePosixPath(name).name.encode("utf-8", "surrogateescape")
+    return Member(base.decode("utf-8", "backslashreplace"), b"" if problem else read(), problem)
+
+
+def _too_big(size: int) -> str:
+    if size <= MAX_FILE_BYTES:
+        return ""
+    return f"{size / 2**20:.1f} MB, over the {MAX_FILE_BYTES >> 20} MB limit for one image"
+
+
+def _read_folder(folder: Path) -> Iterator[Member]:
+    """Symlinks to files are followed (a DVC or symlink-farm checkout is all links);
+    rglob does not descend into linked folders, so a link cannot loop."""
     for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if path.is_symlink() or not path.is_file() or _skipped(rel):
+        if _skipped(path.relative_to(folder).as_posix()) or not path.is_file():
             continue
-        yield path.name, path.read_bytes()
+        try:
+            member = _member(path.name, _too_big(path.stat().st_size), path.read_bytes)
+        except OSError as error:
+            raise UserError(
+                f"{path}: cannot be read ({error.strerror}); fix or remove it"
+            ) from None
+        yield member
 
 
-def _read_tar(archive: Path) -> Iterator[tuple[str, bytes]]:
+def _read_tar(archive: Path) -> Iterator[Member]:
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
@@ -155,12 +187,35 @@ def _read_tar(archive: Path) -> Iterator[tuple[str, bytes]]:
                     continue
                 handle = tar.extractfile(member)
                 assert handle is not None
-                yield PurePosixPath(member.name).name, handle.read()
-    except (tarfile.TarError, EOFError, OSError) as error:
+                yield _member(member.name, _too_big(member.size), handle.read)
+            _check_tar_end(archive, tar)
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as error:
         raise UserError(f"{archive}: broken archive ({error}); download it again") from None
 
 
-def _read_zip(archive: Path) -> Iterator[tuple[str, bytes]]:
+def _check_tar_end(archive: Path, tar: tarfile.TarFile) -> None:
+    """Read on to the end of the file: tarfile takes a damaged header for the end of the
+    archive, so only the rest (all zeros in a whole archive) and the gzip/bzip2/xz checksum at
+    the very end tell a damaged archive from a complete one."""
+    assert tar.fileobj is not None
+    tar.fileobj.seek(tar.offset)
+    while chunk := tar.fileobj.read(2**20):
+        if chunk.count(0) != len(chunk):
+            raise UserError(
+                f"{archive}: damaged archive: unreadable after its first "
+                f"{len(tar.getmembers())} members; download it again"
+            )
+
+
+def _zip_problem(info: zipfile.ZipInfo) -> str:
+    if info.flag_bits & 0x1:
+        return "encrypted zip member (needs a password); re-pack the archive without one"
+    if info.compress_type not in ZIP_METHODS:
+        return f"zip compression method {info.compress_type} not supported; re-pack with deflate"
+    return _too_big(info.file_size)
+
+
+def _read_zip(archive: Path) -> Iterator[Member]:
     try:
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
@@ -174,9 +229,11 @@ def _read_zip(archive: Path) -> Iterator[tuple[str, bytes]]:
                     )
                 if _skipped(info.filename):
                     continue
-                yield PurePosixPath(info.filename).name, zf.read(info)
-    except (zipfile.BadZipFile, EOFError, OSError) as error:
+                yield _member(info.filename, _zip_problem(info), partial(zf.read, info))
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, lzma.LZMAError) as error:
         raise UserError(f"{archive}: broken archive ({error}); download it again") from None
+    except UnicodeDecodeError as error:  # a member name flagged UTF-8 that is not
+        raise UserError(f"{archive}: a member name is not UTF-8 ({error}); re-pack it") from None
 
 
 # --- pixels ---------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ SMALL = [
     "model_b.phase1.epochs=1",
     "model_b.phase1.batch_size=32",
     "model_b.phase2.epochs=1",
+    "model_b.phase2.warmup_epochs=0",
     "model_b.phase2.batch_size=32",
     "evaluate.batch_size=64",
     "report.worst_faces=4",

@@ -36,6 +36,7 @@ SAMPLE = [  # CI's sample: tiny but real settings, every stage exercised
     "model_a.fit.epochs=2",
     "model_b.phase1.epochs=1",
     "model_b.phase2.epochs=1",
+    "model_b.phase2.warmup_epochs=0",
     "model_b.phase2.unfreeze=20",
     "report.worst_faces=4",
 ]

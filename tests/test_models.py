@@ -37,7 +37,12 @@ def check_outputs(out, n):
     "overrides",
     [
         [],
-        ["model_a.pooling=flatten", "model_a.age_head=linear", "model_a.batch_norm=false"],
+        [
+            "model_a.pooling=flatten",
+            "model_a.age_head=linear",
+            "model_a.loss.age=mae",
+            "model_a.batch_norm=false",
+        ],
         ["model_a.stem_stride=4", "model_a.convs_per_block=1", "model_a.branch_filters=[]"],
         ["data.image_size=64", "model_a.kernel_size=5", "model_a.loss.age=huber"],
     ],
@@ -45,7 +50,7 @@ def check_outputs(out, n):
 def test_model_a_shapes(tmp_path, overrides):
     params = small_params(tmp_path, *overrides)
     size = params.data.image_size
-    model = build_model_a(params.model_a, size, 0)
+    model = build_model_a(params.model_a, size, 0, serving=True)
     assert model.input.dtype == "uint8" and tuple(model.input.shape) == (None, size, size, 3)
     check_outputs(model(images(3, size), training=False), 3)
 
@@ -57,7 +62,8 @@ def test_every_optimizer_trains_a_step(tmp_path, optimizer, decay):
     params = small_params(tmp_path, *overrides)
     model = build_model_a(params.model_a, 32, 0)
     compile_model(model, params.model_a.fit, params.model_a.loss, 1)
-    targets = {"age": np.full((4, 1), 30.0), "gender": np.ones((4, 1))}
+    age = np.full((4, 1), 30.0)
+    targets = {"age": age, "gender": np.ones((4, 1)), "age_probs": age}  # default loss: dldl
     logs = model.train_on_batch(images(4), targets, return_dict=True)
     assert np.isfinite(logs["loss"])
 
@@ -65,8 +71,8 @@ def test_every_optimizer_trains_a_step(tmp_path, optimizer, decay):
 def test_saved_model_reloads_safely_with_same_predictions(tmp_path):
     params = small_params(tmp_path)
     x = images(5)
-    for model in (build_model_a(params.model_a, 32, 0), build_model_b(params.model_b, 32, 0)):
-        compile_model(model, params.model_a.fit, params.model_a.loss, 1)
+    for build, p in ((build_model_a, params.model_a), (build_model_b, params.model_b)):
+        model = build(p, 32, 0, serving=True)
         path = tmp_path / f"{model.name}.keras"
         model.save(path)
         again = load(str(path))
@@ -114,15 +120,15 @@ def test_phases_change_only_what_they_should(prepared_synthetic, tmp_path):
     val = load_split("val", prepared_synthetic)
     model = build_model_b(params.model_b, 32, 0)
     start = _backbone_state(model)
-    with Trainer(model, str(tmp_path / "live"), train, val) as trainer:
-        trainer.phase("phase1", params.model_b.phase1, params.model_b.loss)
-        after1 = _backbone_state(model)
-        assert all(np.array_equal(start[k], after1[k]) for k in start), "phase 1 moved the backbone"
-        backbone = backbone_of(model)
-        unfreeze_top(backbone, 12)
-        unfrozen = {layer.name for layer in backbone.layers[-12:]}
-        trainer.phase("phase2", params.model_b.phase2, params.model_b.loss)
-        after2 = _backbone_state(model)
+    trainer = Trainer(model, str(tmp_path / "live"), train, val)
+    trainer.phase("phase1", params.model_b.phase1, params.model_b.loss)
+    after1 = _backbone_state(model)
+    assert all(np.array_equal(start[k], after1[k]) for k in start), "phase 1 moved the backbone"
+    backbone = backbone_of(model)
+    unfreeze_top(backbone, 12, "frozen")
+    unfrozen = {layer.name for layer in backbone.layers[-12:]}
+    trainer.phase("phase2", params.model_b.phase2, params.model_b.loss)
+    after2 = _backbone_state(model)
     changed = {
         name for (name, i) in start if not np.array_equal(after1[(name, i)], after2[(name, i)])
     }
@@ -224,7 +230,7 @@ def test_jax_backend_trains_a_step(tmp_path):
         "p = P.load('params.yaml'); m = build_model_a(p.model_a, 32, 0); "
         "compile_model(m, p.model_a.fit, p.model_a.loss, 1); "
         "x = np.zeros((4, 32, 32, 3), np.uint8); "
-        "y = {'age': np.ones((4, 1), 'float32'), 'gender': np.ones((4, 1), 'float32')}; "
+        "y = {k: np.ones((4, 1), 'float32') for k in ('age', 'gender', 'age_probs')}; "
         "h = m.fit(x, y, epochs=1, verbose=0); assert keras.backend.backend() == 'jax'; "
         "print('loss', h.history['loss'][0])"
     )

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from stages import params as P
@@ -31,6 +32,14 @@ def test_repo_params_load():
         ("model_b.phase2.unfreeze=some", "model_b.phase2.unfreeze:"),
         ("model_b.weights=missing.h5", "model_b.weights: file 'missing.h5' not found"),
         ("seed=1.5", "seed: must be an integer"),
+        ("seed=1e23", "seed: must be an integer"),
+        ("seed=-1", "seed: must be in [0, 4294967295], got -1"),
+        ("seed=4294967296", "seed: must be in [0, 4294967295]"),
+        ("model_b.alpha=.inf", "model_b.alpha: must be a finite number, got inf"),
+        ("model_a.l2=.inf", "model_a.l2: must be a finite number, got inf"),
+        ("model_a.l2=.nan", "model_a.l2: must be a finite number, got nan"),
+        ("model_a.l2=1e999", "model_a.l2: must be a finite number"),
+        (f"model_a.l2={10**400}", "model_a.l2: must be a finite number"),
     ],
 )
 def test_bad_value_names_the_key(tmp_path, override, message):
@@ -73,3 +82,47 @@ def test_stage_prints_one_line_and_exits_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "data.image_size: must be >= 32" in result.stderr
+
+
+def test_largest_seed_is_fine(tmp_path):
+    assert write_params(tmp_path, ["seed=4294967295"]).seed == 2**32 - 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary", "not a text file (byte 0 is not UTF-8)"),
+        (b"seed: 1\x00\n", "not valid YAML (unacceptable character #x0000"),
+        (b"seed: 1\nseed: 2\n", ", line 2, column 1: not valid YAML (duplicate key 'seed'"),
+        (b"data:\n  raw: x\n  raw: y\n", ", line 3, column 3: not valid YAML (duplicate key 'raw'"),
+        (b"seed: [1\ndata: 2\n", ", line 2, column 5: not valid YAML (expected ',' or ']'"),
+        (b"", ": must be a mapping of sections (seed, data, ...); it is empty"),
+        (b"- 1\n", ": must be a mapping of sections (seed, data, ...); got [1]"),
+    ],
+)
+def test_unreadable_file_is_one_line(tmp_path, text, message):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(text)
+    with pytest.raises(P.ParamsError) as error:
+        P.load(path)
+    assert str(error.value).startswith(f"{path}") and message in str(error.value)
+    assert "\n" not in str(error.value) and str(error.value).count("params.yaml") == 1
+
+
+def test_weights_file_must_be_whole_hdf5(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    good = tmp_path / "good.h5"
+    with h5py.File(good, "w") as f:
+        f["kernel"] = np.zeros((100, 100))
+    (tmp_path / "truncated.h5").write_bytes(good.read_bytes()[:-1000])
+    (tmp_path / "garbage.h5").write_bytes(b"<html>not found</html>" * 50)
+    assert write_params(tmp_path, [f"model_b.weights={good}"]).model_b.weights == str(good)
+    cases = {
+        "truncated.h5": "is truncated or damaged (",
+        "garbage.h5": "is not an HDF5 weights file",
+    }
+    for name, problem in cases.items():
+        with pytest.raises(P.ParamsError) as error:
+            write_params(tmp_path, [f"model_b.weights={tmp_path / name}"])
+        assert f"model_b.weights: file '{tmp_path / name}' {problem}" in str(error.value)
+        assert "\n" not in str(error.value)

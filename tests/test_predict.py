@@ -6,8 +6,10 @@ import csv
 import io
 import itertools
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +279,105 @@ def test_console_entry_point(faces_folder, model_b):
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert record["gender"] in ("male", "female")
     assert "predict: 1 images, 0 errors" in result.stderr
+
+
+# --- bad input: each ends in one clear line, or a record, never a hang or lost results ---
+
+OK_OUTPUTS = {"age": 1, "gender": 1}
+
+
+def save_model(path: Path, shape: tuple, outputs: dict[str, int]) -> str:
+    """A tiny untrained model taking uint8 `shape` and returning {name: (N, units)}."""
+    import keras
+
+    x = keras.Input(shape, dtype="uint8")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(x))
+    heads = {k: keras.layers.Dense(n, name=k)(pooled) for k, n in outputs.items()}
+    keras.Model(x, heads).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    """The shape the tool takes, built in a second, independent of params.yaml."""
+    return save_model(tmp_path_factory.mktemp("tiny") / "tiny.keras", (32, 32, 3), OK_OUTPUTS)
+
+
+def finishes(fn, seconds: float = 120):
+    """fn()'s result, failing rather than hanging the suite if it blocks (on a FIFO, say)."""
+    out = []
+    thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert out, "blocked (or raised, see the warning above)"
+    return out[0]
+
+
+def test_fifo_symlink_loop_and_non_utf8_name_in_a_folder(tiny_model, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    face = jpeg(draw_face(30, 0, np.random.default_rng(0)))
+    (folder / "a.jpg").write_bytes(face)
+    latin1 = os.fsdecode(b"caf\xe9.jpg")  # a Latin-1 name: not UTF-8
+    (folder / latin1).write_bytes(face)
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "loop.jpg").symlink_to("loop.jpg")
+    (folder / "up").symlink_to("..")  # a folder loop: not followed
+    out = tmp_path / "out.csv"
+    argv = [str(folder), "--model", tiny_model, "--csv", str(out)]
+    assert finishes(lambda: predict.cli(argv)) == 0
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open(encoding="utf-8"))}
+    assert sorted(rows) == ["a.jpg", "caf\\xe9.jpg", "loop.jpg", "pipe.jpg"]
+    assert rows["caf\\xe9.jpg"]["age"] == rows["a.jpg"]["age"] != ""
+    assert rows["pipe.jpg"]["error"] == "not a regular file"
+    assert rows["loop.jpg"]["error"] == "unreadable image (Too many levels of symbolic links)"
+    assert "predict: 4 images, 2 errors" in capsys.readouterr().err
+
+
+def test_fifo_given_directly_is_a_record(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (face,) = finishes(lambda: predict.read(str(tmp_path / "pipe.jpg"), (32,), False))
+    assert face.error == "not a regular file"
+
+
+def test_unwritable_csv_path_fails_before_anything_else(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.txt").write_text("a file\n")
+    cases = {
+        "folder": "is a folder; give a file name, such as",
+        "file.txt/out.csv": "file.txt is a file, not a folder",
+        "file.txt/sub/out.csv": "file.txt is a file, not a folder",
+    }
+    for name, message in cases.items():
+        # The model does not exist: the CSV check comes first, before loading or predicting.
+        argv = ["x.jpg", "--model", str(tmp_path / "none.keras"), "--csv", str(tmp_path / name)]
+        with pytest.raises(UserError, match=message):
+            predict.cli(argv)
+
+
+@pytest.mark.parametrize("workers", ["-1", "0"])
+def test_workers_must_be_positive(workers, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        predict.parse_args(["x.jpg", "--workers", workers])
+    assert exit_info.value.code == 2
+    assert "error: --workers must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("shape", "outputs", "shown"),
+    [
+        ((None, None, 3), OK_OUTPUTS, "takes (None, None, None, 3)"),  # variable size
+        ((32, 32, 1), OK_OUTPUTS, "takes (None, 32, 32, 1)"),
+        ((32, 24, 3), OK_OUTPUTS, "takes (None, 32, 24, 3)"),
+        ((32, 32, 3), {"score": 1}, "returns {'score': (None, 1)}"),
+        ((32, 32, 3), {"age": 3, "gender": 1}, "'age': (None, 3)"),
+    ],
+)
+def test_model_of_another_shape_is_one_line(tmp_path, capsys, shape, outputs, shown):
+    path = save_model(tmp_path / "odd.keras", shape, outputs)
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["x.jpg", "--model", path])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and shown in err and err.count("\n") == 1
+    assert "(N, S, S, 3) of a fixed side S" in err

@@ -112,7 +112,7 @@ def test_sources_agree_and_skip_hidden_files(tmp_path):
     with tarfile.open(tmp_path / "u.tar.gz", "w:gz") as tar:
         tar.add(folder, arcname="UTKFace")
     for source in (folder, tmp_path / "u.zip", tmp_path / "u.tar.gz"):
-        assert sorted(read_source(source)) == sorted(files.items())
+        assert sorted((m.name, m.data) for m in read_source(source)) == sorted(files.items())
 
 
 def test_missing_source_says_where_to_put_the_download(tmp_path):

@@ -1,0 +1,126 @@
+"""Write the README's ablation table from reports/ablations/*.jsonl (never typed by hand).
+
+    python scripts/ablations.py collect   # dvc exp show --json -> reports/ablations/cpu_runs.jsonl
+    python scripts/ablations.py           # the table between the README's ablations markers
+
+`gpu_screen.jsonl` comes from benchmarks/screen_recipes.py; `cpu_runs.jsonl` from
+`dvc exp show`: the last commits and the experiments `dvc exp run` left on them (`collect`
+keeps them in git, since experiments are local refs that a clone does not have).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path("README.md")
+FOLDER = Path("reports/ablations")
+MODEL_OF_STAGE = {"train_a": "model_a", "train_b": "model_b"}
+METRICS = "reports/metrics.json"
+
+
+def collect(commits: int = 2) -> None:
+    """Val and test scores of the last commits and of their experiments, one line per model.
+
+    Each row's params are those that differ from the commit before it (for a commit) or from
+    its commit (for an experiment), within that model's own section of params.yaml.
+    """
+    shown = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "exp", "show", "--json", "-n", str(commits)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    shown = [c for c in shown if c["rev"] != "workspace"]
+    rows = []
+    for i, commit in enumerate(shown):
+        older = shown[i + 1]["data"] if i + 1 < len(shown) else None
+        if older:
+            rows += _rows(commit["data"], older, f"commit {commit['rev'][:7]}")
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                rows += _rows(rev["data"], commit["data"], f"exp {rev.get('name') or ''}")
+    out = FOLDER / "cpu_runs.jsonl"
+    out.write_text("".join(json.dumps(row) + "\n" for row in reversed(rows)))
+    print(f"{len(rows)} rows -> {out}")
+
+
+def _rows(data: dict, base: dict, name: str) -> list[dict]:
+    params, before = _params(data), _params(base)
+    metrics = ((data.get("metrics") or {}).get(METRICS) or {}).get("data")
+    if not metrics:
+        return []
+    rows = []
+    for stage, model in MODEL_OF_STAGE.items():
+        changed = {
+            k: v for k, v in params.items() if k.startswith(f"{model}.") and before.get(k) != v
+        }
+        scores = metrics[model]
+        rows.append(
+            {
+                "name": name,
+                "stage": stage,
+                "set": changed,
+                "where": "2 CPU cores, TensorFlow, dvc repro",
+                "val_gender_accuracy": scores["val"]["gender_accuracy"],
+                "val_age_mae": scores["val"]["age_mae"],
+                "test_gender_accuracy": scores["test"]["gender_accuracy"],
+                "test_age_mae": scores["test"]["age_mae"],
+            }
+        )
+    return rows
+
+
+def _params(data: dict) -> dict:
+    return _flat(data["params"]["params.yaml"]["data"])
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _cell(row: dict, key: str, fmt: str) -> str:
+    return format(row[key], fmt) if isinstance(row.get(key), (int, float)) else ""
+
+
+def table() -> str:
+    lines = [
+        "| recipe | model | params changed | where | val gender | val age MAE | val loss "
+        "| test gender | test age MAE | minutes |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for path in sorted(FOLDER.glob("*.jsonl")):
+        for row in map(json.loads, path.read_text().splitlines()):
+            changes = ", ".join(f"`{k}={v}`" for k, v in row["set"].items()) or "(defaults then)"
+            lines.append(
+                f"| {row['name']} | {row['stage'][-1].upper()} | {changes} | {row['where']} "
+                f"| {_cell(row, 'val_gender_accuracy', '.1%')} "
+                f"| {_cell(row, 'val_age_mae', '.2f')} | {_cell(row, 'val_loss', '.3f')} "
+                f"| {_cell(row, 'test_gender_accuracy', '.1%')} "
+                f"| {_cell(row, 'test_age_mae', '.2f')} | {_cell(row, 'minutes', '.1f')} |"
+            )
+    return "\n".join(lines)
+
+
+def render() -> None:
+    text = README.read_text()
+    start, end = "<!-- ablations:start", "<!-- ablations:end -->"
+    head, rest = text.split(start, 1)
+    marker_line, _ = rest.split("\n", 1)
+    _, tail = rest.split(end, 1)
+    README.write_text(f"{head}{start}{marker_line}\n{table()}\n{end}{tail}")
+    print(table())
+
+
+if __name__ == "__main__":
+    collect() if sys.argv[1:] == ["collect"] else render()

@@ -1,0 +1,246 @@
+"""Issue 14, prepare side: bad input and interruptions end in one clear line, or are handled,
+and never leave wrong or half-written outputs behind."""
+
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages import params as P
+from stages import prepare, utkface
+from stages.errors import UserError, atomic_path, clean_stale_temps, write_text
+from stages.utkface import read_source
+from tests.conftest import SMALL, write_params
+from tests.synthetic import draw_face, faces, jpeg
+
+FACE = jpeg(draw_face(30, 1, np.random.default_rng(0)))
+NAME = "30_1_0_20170101000000000.jpg.chip.jpg"
+
+
+def _tar(path: Path, files: list[tuple[str, bytes]], mode: str = "w") -> Path:
+    with tarfile.open(path, mode) as tar:
+        for name, data in files:
+            info = tarfile.TarInfo(f"UTKFace/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _md5s(folder: Path) -> dict[str, str]:
+    return {n: hashlib.md5((folder / n).read_bytes()).hexdigest() for n in prepare.OUTPUTS}
+
+
+# --- 1. a damaged archive stops, it does not give a smaller dataset ---------------------------
+
+
+def test_flipped_bytes_in_a_gzip_archive_stop_prepare(tmp_path, synthetic_archive):
+    data = bytearray(synthetic_archive.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(data)
+    with pytest.raises(UserError, match=f"{broken}: (broken|damaged) archive"):
+        list(read_source(broken))
+
+
+def test_a_junk_header_in_a_plain_tar_is_not_taken_for_its_end(tmp_path):
+    archive = _tar(tmp_path / "u.tar", [(f"{i}_0_0_20170101000000000.jpg", FACE) for i in range(6)])
+    data = bytearray(archive.read_bytes())
+    third = 2 * (512 + -(-len(FACE) // 512) * 512)  # start of the third member's header
+    data[third : third + 512] = b"\x07" * 512
+    archive.write_bytes(data)
+    with pytest.raises(UserError, match="damaged archive: unreadable after its first 2 members"):
+        list(read_source(archive))
+
+
+# --- 2. an interrupted prepare keeps the previous run's outputs, all of them ------------------
+
+
+def test_interrupt_while_writing_keeps_the_old_set(project, monkeypatch):
+    prepare.main()
+    out = project / "data" / "prepared"
+    before = _md5s(out)
+    write_params(project, [*SMALL, "seed=7"])
+
+    def interrupted(path, text):
+        if Path(path).name == "summary.json":
+            raise KeyboardInterrupt
+        write_text(path, text)
+
+    monkeypatch.setattr(prepare, "write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare.main()
+    assert _md5s(out) == before
+    assert sorted(p.name for p in (project / "data").iterdir()) == ["prepared", "raw"]
+
+
+def test_signals_wait_until_the_new_set_is_in(tmp_path, monkeypatch):
+    out, staging = tmp_path / "out", tmp_path / "staging"
+    for folder, text in ((out, "old"), (staging, "new")):
+        folder.mkdir()
+        for name in prepare.OUTPUTS:
+            (folder / name).write_text(text)
+    replace = os.replace
+
+    def ctrl_c_midway(src, dst):
+        os.kill(os.getpid(), signal.SIGINT)
+        replace(src, dst)
+
+    monkeypatch.setattr(prepare.os, "replace", ctrl_c_midway)
+    with pytest.raises(KeyboardInterrupt):
+        prepare.publish(staging, out)
+    assert {(out / name).read_text() for name in prepare.OUTPUTS} == {"new"}
+
+
+# --- 3. nothing outlives a killed prepare --------------------------------------------------------
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux only")
+def test_workers_die_with_a_killed_parent():
+    script = (
+        "import os, time\n"
+        "from stages.prepare import worker_pool\n"
+        "pool = worker_pool(2)\n"
+        "pool.submit(os.getpid).result()\n"
+        "print(*pool._processes, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(workers) == 2
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
+    stale = [".train.k2x_9abc.npz", ".age_gender_A.a1b2c3d4.keras"]
+    kept = ["train.npz", ".train.npz", ".train.mine.npz", ".val.k2x_9abc.npz", "x.k2x_9abc.npz"]
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"x")
+    with atomic_path(tmp_path / "train.npz") as tmp:
+        tmp.write_bytes(b"new")
+    clean_stale_temps(tmp_path / "age_gender_A.keras")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+    assert (tmp_path / "train.npz").read_bytes() == b"new"
+
+
+def test_a_killed_runs_staging_folder_is_removed(project):
+    stale = project / "data" / ".prepared.abcd1234"
+    stale.mkdir(parents=True)
+    (stale / "train.npz").write_bytes(b"half")
+    prepare.main()
+    assert not stale.exists()
+
+
+# --- 4. outputs get the umask's mode -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_atomic_files_get_the_umask_mode(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == mode
+
+
+# --- 5. odd input: one line, or handled ---------------------------------------------------------
+
+
+def test_empty_raw_path_is_rejected(tmp_path):
+    with pytest.raises(P.ParamsError, match="data.raw: is empty"):
+        write_params(tmp_path, ['data.raw=""'])
+
+
+def test_non_utf8_names_are_kept_printable(tmp_path):
+    raw = b"50_1_0_20170101000000000\xff.jpg.chip.jpg"
+    name = raw.decode("utf-8", "surrogateescape")
+    folder = tmp_path / "UTKFace"
+    folder.mkdir()
+    (folder / name).write_bytes(FACE)
+    archive = _tar(tmp_path / "u.tar", [(name, FACE)])
+    for source in (folder, archive):
+        assert [m.name for m in read_source(source)] == [
+            "50_1_0_20170101000000000\\xff.jpg.chip.jpg"
+        ]
+
+
+def test_a_zip_name_flagged_utf8_that_is_not_is_one_line(tmp_path):
+    archive = tmp_path / "u.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("é.jpg", FACE)
+    archive.write_bytes(archive.read_bytes().replace("é".encode(), b"\xff\xff"))
+    with pytest.raises(UserError, match="a member name is not UTF-8"):
+        list(read_source(archive))
+
+
+@pytest.mark.parametrize(
+    ("flag", "method", "problem"),
+    [(1, 8, "encrypted zip member"), (0, 9, "zip compression method 9 not supported")],
+)
+def test_unreadable_zip_members_are_marked(tmp_path, flag, method, problem):
+    archive = tmp_path / "u.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(NAME, FACE)
+    data = bytearray(archive.read_bytes())
+    central = data.index(b"PK\x01\x02")
+    data[central + 8] |= flag
+    data[central + 10 : central + 12] = method.to_bytes(2, "little")
+    archive.write_bytes(data)
+    [member] = read_source(archive)
+    assert (member.name, member.data) == (NAME, b"") and problem in member.problem
+
+
+def test_symlinked_faces_are_read(tmp_path):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "blob").write_bytes(FACE)
+    (tmp_path / "UTKFace").mkdir()
+    (tmp_path / "UTKFace" / NAME).symlink_to(tmp_path / "store" / "blob")
+    (tmp_path / "UTKFace" / "dangling.jpg").symlink_to(tmp_path / "nowhere")
+    assert [(m.name, m.data) for m in read_source(tmp_path / "UTKFace")] == [(NAME, FACE)]
+
+
+def test_oversized_and_odd_members_end_up_in_faces_csv(project, monkeypatch):
+    monkeypatch.setattr(utkface, "MAX_FILE_BYTES", 2**20)
+    odd = b"50_1_0_20170101000000000\xff.jpg.chip.jpg".decode("utf-8", "surrogateescape")
+    files = [*faces(420), (odd, FACE), ("60_0_0_20170101000000000.jpg.chip.jpg", FACE * 500)]
+    _tar(project / "data" / "raw" / "odd.tar.gz", files, "w:gz")
+    write_params(project, [*SMALL, "data.raw=data/raw/odd.tar.gz"])
+    prepare.main()
+    rows = pd.read_csv(project / "data/prepared/faces.csv", keep_default_na=False).set_index("name")
+    assert rows.loc["50_1_0_20170101000000000\\xff.jpg.chip.jpg", "status"] == "ok"
+    big = rows.loc["60_0_0_20170101000000000.jpg.chip.jpg"]
+    assert big.status == "unreadable" and "over the 1 MB limit" in big.reason and not big.sha256
+    assert "cannot be decoded" in rows.loc["35_0_0_20170101000000097.jpg.chip.jpg", "reason"]
+
+
+def test_prepare_errors_are_one_line(project):
+    write_params(project, [*SMALL, "data.raw=data/raw/nothing.tar.gz"])
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.prepare"], cwd=project, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: data/raw/nothing")

@@ -1,0 +1,190 @@
+"""Training pieces: the age-distribution loss, warm-up, BatchNorm policies, augmentation,
+serving models that load without this project, and interrupted runs."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from stages.data import load_split
+from stages.models import (
+    RandomAffine,
+    adapt_batch_norm,
+    backbone_of,
+    build_model_a,
+    build_model_b,
+    copy_weights,
+    unfreeze_top,
+)
+from stages.params import ParamsError
+from stages.training import Trainer, compile_model, dldl_loss
+from stages.utkface import MAX_AGE
+from tests.conftest import SMALL, write_params
+
+
+def small_params(tmp_path, *overrides):
+    return write_params(tmp_path, [*SMALL, *overrides])
+
+
+def images(n=4, size=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def test_dldl_loss_prefers_the_true_age_and_is_kl_plus_l1():
+    loss = dldl_loss(sigma=2.0)
+    ages = np.arange(MAX_AGE + 1)
+    peaked_at = {a: np.exp(-0.5 * ((ages - a) / 2.0) ** 2) for a in (30, 40)}
+    probs = np.stack([p / p.sum() for p in peaked_at.values()]).astype("float32")
+    y = np.array([[30.0], [30.0]], dtype="float32")
+    right, wrong = numpy(loss(y, probs))
+    assert right == pytest.approx(0.0, abs=1e-3)  # same distribution, mean 30: no loss
+    assert wrong > 10  # ten years off: the L1 term alone is 10
+    uniform = np.full((1, MAX_AGE + 1), 1 / (MAX_AGE + 1), dtype="float32")
+    target = peaked_at[30] / peaked_at[30].sum()
+    kl = np.sum(target * (np.log(np.maximum(target, 1e-7)) - np.log(uniform[0])))
+    expected = kl + abs(ages.mean() - 30)
+    assert numpy(loss(y[:1], uniform))[0] == pytest.approx(expected, rel=1e-4)
+
+
+def test_dldl_trains_the_distribution_and_serving_model_drops_it(tmp_path):
+    params = small_params(tmp_path, "model_a.loss.age=dldl")
+    model = build_model_a(params.model_a, 32, 0)
+    assert set(model.output) == {"age", "gender", "age_probs"}
+    compile_model(model, params.model_a.fit, params.model_a.loss, 1)
+    y = {"age": np.full((4, 1), 30.0), "gender": np.ones((4, 1))}
+    logs = model.train_on_batch(images(4), {**y, "age_probs": y["age"]}, return_dict=True)
+    assert np.isfinite(logs["loss"]) and "age_probs_loss" in logs
+    serving = build_model_a(params.model_a, 32, 0, serving=True)
+    assert set(serving.output) == {"age", "gender"}
+    copy_weights(model, serving)
+    a, b = model.predict(images(3), verbose=0), serving.predict(images(3), verbose=0)
+    np.testing.assert_allclose(a["age"], b["age"], rtol=1e-5)
+
+
+def test_dldl_needs_the_expectation_head(tmp_path):
+    with pytest.raises(ParamsError, match="model_a.loss.age: dldl .* age_head: expectation"):
+        small_params(tmp_path, "model_a.loss.age=dldl", "model_a.age_head=linear")
+
+
+def test_warmup_needs_cosine_and_fewer_epochs(tmp_path):
+    with pytest.raises(ParamsError, match="model_b.phase1.warmup_epochs: needs schedule: cosine"):
+        small_params(tmp_path, "model_b.phase1.warmup_epochs=1", "model_b.phase1.epochs=3")
+    with pytest.raises(ParamsError, match="model_a.fit.warmup_epochs: must be in"):
+        small_params(tmp_path, "model_a.fit.warmup_epochs=3", "model_a.fit.epochs=3")
+
+
+def test_warmup_rises_from_zero_then_decays(tmp_path):
+    params = small_params(tmp_path, "model_a.fit.epochs=4", "model_a.fit.warmup_epochs=1")
+    model = build_model_a(params.model_a, 32, 0)
+    compile_model(model, params.model_a.fit, params.model_a.loss, steps_per_epoch=10)
+    schedule = model.optimizer._learning_rate
+    rates = [float(numpy(schedule(step))) for step in (0, 5, 10, 25, 40)]
+    peak = params.model_a.fit.learning_rate
+    assert rates[0] == 0.0 and rates[1] == pytest.approx(peak / 2)
+    assert rates[2] == pytest.approx(peak) and rates[2] > rates[3] > rates[4]
+
+
+def test_random_affine_is_identity_at_inference_and_seeded_in_training():
+    x = images(4).astype("float32")
+    layer = RandomAffine(0.05, 0.1, 0.1, seed=3)
+    np.testing.assert_array_equal(numpy(layer(x, training=False)), x)
+    warped = numpy(layer(x, training=True))
+    assert warped.shape == x.shape and not np.allclose(warped, x)
+    assert warped.min() >= 0 and warped.max() <= 255  # reflect padding: no black corners
+    again = numpy(RandomAffine(0.05, 0.1, 0.1, seed=3)(x, training=True))
+    np.testing.assert_allclose(warped, again, atol=1e-3)
+    still = numpy(RandomAffine(0.0, 0.0, 0.0, seed=3)(x, training=True))
+    np.testing.assert_allclose(still, x, atol=1e-3)  # no rotation, shift or zoom: same pixels
+
+
+def test_adapt_sets_statistics_to_the_mean_of_the_batches():
+    inputs = keras.Input((4,))
+    norm = keras.layers.BatchNormalization(momentum=0.99)
+    norm.trainable = False
+    model = keras.Model(inputs, norm(inputs))
+    x = np.random.default_rng(0).normal(5.0, 2.0, (60, 4)).astype("float32")
+    adapt_batch_norm(model, x, batch_size=20)
+    batch_means = x.reshape(3, 20, 4).mean(axis=1).mean(axis=0)
+    np.testing.assert_allclose(numpy(norm.moving_mean), batch_means, rtol=1e-5)
+    assert not norm.trainable and norm.momentum == 0.99  # the layer is as it was
+
+
+@pytest.mark.parametrize("policy", ["frozen", "adapt", "train"])
+def test_batch_norm_policy_in_phase_2(tmp_path, policy):
+    params = small_params(tmp_path, f"model_b.batch_norm={policy}", "model_b.bn_momentum=0.95")
+    backbone = backbone_of(build_model_b(params.model_b, 32, 0))
+    unfreeze_top(backbone, "all", policy, params.model_b.bn_momentum)
+    norms = [lyr for lyr in backbone.layers if isinstance(lyr, keras.layers.BatchNormalization)]
+    assert norms and all(lyr.trainable == (policy == "train") for lyr in norms)
+    if policy == "train":
+        assert all(lyr.momentum == 0.95 for lyr in norms)
+
+
+def test_saved_models_load_without_this_project(tmp_path):
+    """The .keras files hold only Keras layers: plain load_model works in a bare Python."""
+    params = small_params(tmp_path, "model_a.loss.age=dldl", "model_b.backbone=resnet50")
+    x = images(2)
+    expected = {}
+    for build, p in (("a", params.model_a), ("b", params.model_b)):
+        builder = build_model_a if build == "a" else build_model_b
+        model = builder(p, 32, 0, serving=True)
+        model.save(tmp_path / f"{build}.keras")
+        expected[build] = model.predict(x, verbose=0)["age"]
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        "import sys, numpy as np, keras; x = np.load('x.npy'); "
+        "[np.save(f'{m}_age.npy', keras.saving.load_model(f'{m}.keras').predict(x, verbose=0)"
+        "['age']) for m in 'ab']; assert not [n for n in sys.modules if n.startswith('stages')]"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for m in "ab":
+        np.testing.assert_allclose(np.load(tmp_path / f"{m}_age.npy"), expected[m], rtol=1e-5)
+
+
+def test_interrupted_training_keeps_the_previous_results(prepared_synthetic, tmp_path):
+    params = small_params(tmp_path)
+    live = tmp_path / "reports" / "train_a"
+    (live / "plots").mkdir(parents=True)
+    (live / "metrics.json").write_text('{"old": 1}')
+    train, val = load_split("train", prepared_synthetic), load_split("val", prepared_synthetic)
+    model = build_model_a(params.model_a, 32, 0)
+
+    class Stop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    trainer = Trainer(model, str(live), train, val)
+    original_fit = model.fit
+    model.fit = lambda *a, **kw: original_fit(*a, **{**kw, "callbacks": [Stop()]})
+    with pytest.raises(KeyboardInterrupt):
+        trainer.phase("fit", params.model_a.fit, params.model_a.loss)
+    assert (live / "metrics.json").read_text() == '{"old": 1}'  # still the last run's
+    assert (tmp_path / "reports" / ".train_a.partial").is_dir()  # the next run removes it
+
+
+def test_ctrl_c_wrapped_by_a_native_library_still_says_interrupted(tmp_path):
+    """TensorFlow's pybind11 callbacks can turn KeyboardInterrupt into another exception."""
+    code = (
+        "import os, signal\n"
+        "from stages.errors import run\n"
+        "def main():\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    except KeyboardInterrupt as error:\n"
+        "        raise RuntimeError('pybind11::error_already_set: KeyboardInterrupt') from error\n"
+        "run(main)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 130
+    assert result.stderr.strip() == "interrupted"
