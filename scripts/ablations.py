@@ -21,7 +21,7 @@ MODEL_OF_STAGE = {"train_a": "model_a", "train_b": "model_b"}
 METRICS = "reports/metrics.json"
 
 
-def collect(commits: int = 2) -> None:
+def collect(commits: int = 3) -> None:
     """Val and test scores of the last commits and of their experiments, one line per model.
 
     Each row's params are those that differ from the commit before it (for a commit) or from

@@ -129,8 +129,10 @@ class _EpochLog(keras.callbacks.Callback):
         live = self.trainer.live
         for key, value in logs.items():
             split, name = ("val", key[4:]) if key.startswith("val_") else ("train", key)
-            if name in ("learning_rate", "lr") or name.startswith("age_probs"):
+            if name in ("learning_rate", "lr"):
                 continue
+            if name == "age_probs_loss":  # dldl: the age loss is the distribution's
+                name = "age_loss"
             live.log_metric(f"{split}/{name}", float(value))
         rate = self.model.optimizer.learning_rate
         live.log_metric("learning_rate", float(keras.ops.convert_to_numpy(rate)))

@@ -188,3 +188,18 @@ def test_ctrl_c_wrapped_by_a_native_library_still_says_interrupted(tmp_path):
     )
     assert result.returncode == 130
     assert result.stderr.strip() == "interrupted"
+
+
+def test_dldl_curves_are_logged_under_the_names_dvc_yaml_plots(prepared_synthetic, tmp_path):
+    params = small_params(tmp_path, "model_a.loss.age=dldl")
+    train, val = load_split("train", prepared_synthetic), load_split("val", prepared_synthetic)
+    model = build_model_a(params.model_a, 32, 0)
+    live = tmp_path / "reports" / "train_a"
+    trainer = Trainer(model, str(live), train, val)
+    trainer.phase("fit", params.model_a.fit, params.model_a.loss)
+    trainer.save(tmp_path / "model.keras", build_model_a(params.model_a, 32, 0, serving=True))
+    for split in ("train", "val"):
+        for name in ("age_loss", "age_mae", "gender_loss", "gender_accuracy"):
+            assert (live / "plots" / "metrics" / split / f"{name}.tsv").is_file(), (split, name)
+    assert not (tmp_path / "reports" / ".train_a.partial").exists()
+    assert set(keras.saving.load_model(tmp_path / "model.keras").output) == {"age", "gender"}
