@@ -21,15 +21,7 @@ from stages.models import (
 from stages.params import ParamsError
 from stages.training import Trainer, compile_model, dldl_loss
 from stages.utkface import MAX_AGE
-from tests.conftest import SMALL, write_params
-
-
-def small_params(tmp_path, *overrides):
-    return write_params(tmp_path, [*SMALL, *overrides])
-
-
-def images(n=4, size=32, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+from tests.test_models import images, small_params
 
 
 def numpy(x):
