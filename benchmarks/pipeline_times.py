@@ -12,12 +12,10 @@ import argparse
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.pipeline import ENV  # noqa: E402
+from agegender.repo import ENV
 
 
 def timed(*args: str) -> float:

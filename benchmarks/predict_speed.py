@@ -4,7 +4,7 @@
                                        [--batch-size 64] [--forward] [--tflite] [--untrained]
 
 For each model it times the whole predict tool: the faces are written as 200 px JPEGs
-(UTKFace's size) to a temporary folder, then `stages.predict.predict_files` decodes them in
+(UTKFace's size) to a temporary folder, then `agegender.predict.predict_files` decodes them in
 its thread pool and predicts with flip averaging, as `agegender-predict FOLDER` does.
 `--forward` also times the forward pass alone on the prepared arrays, several ways, to
 show where the time goes; `--tflite` exports each model (`--export`) and times the tool
@@ -26,11 +26,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from stages import params as P
-from stages.data import load_split
-from stages.evaluate import predict as evaluate_predict
-from stages.models import build_model_a, build_model_b, load
-from stages.predict import export, load_model, predict_files
+from agegender import params as P
+from agegender.data import load_split
+from agegender.export import export
+from agegender.inference import load, load_model
+from agegender.inference import predict as evaluate_predict
+from agegender.models import build_model_a, build_model_b
+from agegender.predict import predict_files
 
 JPEG_SIDE = 200  # UTKFace's aligned-and-cropped faces are 200 x 200 JPEGs
 

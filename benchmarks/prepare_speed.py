@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stages import params as P
+from agegender import params as P
 from stages import prepare
 
 

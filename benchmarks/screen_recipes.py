@@ -24,12 +24,14 @@ from pathlib import Path
 
 import yaml
 
+from agegender.typed_yaml import set_dotted
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from stages import params as P  # noqa: E402
 
 
-def screen(recipe: dict, base: dict, scratch: Path, deadline: float, where: str) -> dict | None:
+def screen(
+    recipe: dict, base: dict, scratch: Path, deadline: float, where: str, out: Path
+) -> dict | None:
     if time.time() > deadline:
         return None
     folder = scratch / recipe["name"]
@@ -38,13 +40,16 @@ def screen(recipe: dict, base: dict, scratch: Path, deadline: float, where: str)
     raw = json.loads(json.dumps(base))
     raw["train"]["deterministic"] = False
     for key, value in recipe["set"].items():
-        P.set_dotted(raw, f"{key}={json.dumps(value)}")
+        set_dotted(raw, f"{key}={json.dumps(value)}")
     (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # stages/ from a scratch folder
     start = time.time()
     with open(folder / "train.log", "w") as log:
         rc = subprocess.call(
             [sys.executable, "-m", f"stages.{recipe['stage']}"],
             cwd=folder,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -52,6 +57,8 @@ def screen(recipe: dict, base: dict, scratch: Path, deadline: float, where: str)
     metrics = folder / "reports" / recipe["stage"] / "metrics.json"
     if rc == 0:
         row.update(json.loads(metrics.read_text())["best"])  # val_loss, val_gender_accuracy, ...
+    with open(out, "a") as handle:  # one line each as it ends: a run cut off keeps these
+        handle.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
     return row
 
@@ -67,14 +74,16 @@ def main() -> None:
     recipes = yaml.safe_load(args.recipes.read_text())
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     deadline = time.time() + 60 * args.minutes
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("")
     with (
         tempfile.TemporaryDirectory(prefix="screen-") as scratch,
         ThreadPoolExecutor(args.parallel) as pool,
     ):
-        rows = pool.map(lambda r: screen(r, base, Path(scratch), deadline, args.where), recipes)
+        rows = pool.map(
+            lambda r: screen(r, base, Path(scratch), deadline, args.where, args.out), recipes
+        )
         done = [row for row in rows if row]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(row) + "\n" for row in done))
     print(f"{len(done)} of {len(recipes)} recipes screened -> {args.out}")
 
 

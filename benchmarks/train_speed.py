@@ -16,9 +16,10 @@ import time
 import numpy as np
 import yaml
 
-from stages import params as P
-from stages.models import backbone_of, build_model_a, build_model_b, unfreeze_top
-from stages.training import compile_model, setup
+from agegender import params as P
+from agegender.models import backbone_of, build_model_a, build_model_b, unfreeze_top
+from agegender.training import compile_model, setup
+from agegender.typed_yaml import set_dotted
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     raw = yaml.safe_load(P.PARAMS_FILE.read_text())
     for assignment in args.overrides:
-        P.set_dotted(raw, assignment)
+        set_dotted(raw, assignment)
     params: P.Params = P.build(P.Params, raw)  # type: ignore[assignment]
     setup(params.seed, params.train)
     size = params.data.image_size

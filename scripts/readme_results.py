@@ -9,27 +9,34 @@ import json
 import re
 from pathlib import Path
 
+from agegender import params as P
+from agegender.backbones import BACKBONES
+from agegender.layout import METRICS
+
 README = Path("README.md")
-METRICS = Path("reports/metrics.json")
 # The study's best reported validation numbers (university reports, 5,000 faces).
 STUDY = {
     "from scratch (best report)": (0.921, 6.52),
     "fine-tuned (best report)": (0.912, 6.02),
     "range over all reports": ("82-93 %", "5.6-8.5"),
 }
-NAMES = {
-    "model_a": "A: CNN from scratch",
-    "model_b": "B: MobileNetV2 fine-tuned",
-    "ensemble": "A+B ensemble",
-}
 
 
-def table(metrics: dict) -> str:
+def names(backbone: str) -> dict[str, str]:
+    """Row labels; model B's names the backbone params.yaml chose."""
+    return {
+        "model_a": "A: CNN from scratch",
+        "model_b": f"B: {BACKBONES[backbone].application} fine-tuned",
+        "ensemble": "A+B ensemble",
+    }
+
+
+def table(metrics: dict, backbone: str) -> str:
     lines = [
         "| model | split | gender accuracy | age MAE (years) | age within 5 years | faces |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for model, name in NAMES.items():
+    for model, name in names(backbone).items():
         for split in ("val", "test"):
             m = metrics[model][split]
             if not m["n"]:
@@ -46,17 +53,19 @@ def table(metrics: dict) -> str:
 
 def main() -> None:
     metrics = json.loads(METRICS.read_text())
+    backbone = P.load().model_b.backbone
     text = README.read_text()
     start, end = "<!-- results:start", "<!-- results:end -->"
     head, rest = text.split(start, 1)
     marker_line, _ = rest.split("\n", 1)
     _, tail = rest.split(end, 1)
     body = (
-        f"{start}{marker_line}\n{table(metrics)}\n\n`val` is the 1,000-face validation split "
-        f"(used for early stopping); `test` holds faces no model saw during training.\n{end}"
+        f"{start}{marker_line}\n{table(metrics, backbone)}\n\n"
+        "`val` is the 1,000-face validation split (used for early stopping); `test` holds "
+        f"faces no model saw during training.\n{end}"
     )
     README.write_text(head + body + tail)
-    print(re.sub(r"\n+", "\n", table(metrics)))
+    print(re.sub(r"\n+", "\n", table(metrics, backbone)))
 
 
 if __name__ == "__main__":

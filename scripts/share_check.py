@@ -10,13 +10,12 @@ Commit first: the clone sees only what git has.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from agegender.repo import share_roundtrip
 
-from tests.pipeline import ROOT, share_roundtrip  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

@@ -1,6 +1,4 @@
-"""Age-and-gender pipeline stages: each `python -m stages.NAME` is one DVC stage."""
+"""The pipeline's stages: each `python -m stages.NAME` is one stage of dvc.yaml.
 
-import os
-
-# Keep TensorFlow's C++ start-up chatter out of the logs.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+They are thin entry points; the code they run lives in the `agegender` package.
+"""

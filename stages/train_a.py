@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from stages import params as P
-from stages.data import load_split
-from stages.errors import run
-from stages.models import build_model_a
-from stages.training import Trainer, setup
-
-MODEL = "models/age_gender_A.keras"
-LIVE_DIR = "reports/train_a"
+from agegender import params as P
+from agegender.data import load_split
+from agegender.errors import run
+from agegender.layout import MODEL_A
+from agegender.models import build_model_a
+from agegender.training import Trainer, setup
 
 
 def main() -> None:
@@ -19,9 +17,9 @@ def main() -> None:
     train, val = load_split("train"), load_split("val")
     model = build_model_a(p, size, params.seed)
     model.summary(line_length=100)
-    trainer = Trainer(model, LIVE_DIR, train, val)
+    trainer = Trainer(model, MODEL_A.live_dir, train, val)
     trainer.phase("fit", p.fit, p.loss)
-    trainer.save(MODEL, build_model_a(p, size, params.seed, serving=True))
+    trainer.save(MODEL_A.file, build_model_a(p, size, params.seed, serving=True))
 
 
 if __name__ == "__main__":

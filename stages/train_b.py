@@ -9,20 +9,18 @@ Both phases log to one DVCLive run; the best weights over both by val_loss are s
 
 from __future__ import annotations
 
-from stages import params as P
-from stages.data import load_split
-from stages.errors import run
-from stages.models import (
+from agegender import params as P
+from agegender.data import load_split
+from agegender.errors import run
+from agegender.layout import MODEL_B
+from agegender.models import (
     adapt_batch_norm,
     backbone_of,
     build_model_b,
     split_at_features,
     unfreeze_top,
 )
-from stages.training import Trainer, cached_features, setup
-
-MODEL = "models/age_gender_B.keras"
-LIVE_DIR = "reports/train_b"
+from agegender.training import Trainer, cached_features, setup
 
 
 def main() -> None:
@@ -38,7 +36,7 @@ def main() -> None:
             f"batch_norm {p.batch_norm}: re-estimating BatchNorm statistics on the training faces"
         )
         adapt_batch_norm(extractor, train.images, p.phase1.batch_size)
-    trainer = Trainer(model, LIVE_DIR, train, val)
+    trainer = Trainer(model, MODEL_B.live_dir, train, val)
     if p.phase1.cached_features:
         data = cached_features(extractor, head, train, val, p.phase1.batch_size)
         trainer.phase("phase1", p.phase1, p.loss, model=head, data=data)
@@ -47,7 +45,7 @@ def main() -> None:
     layers = unfreeze_top(backbone_of(model), p.phase2.unfreeze, p.batch_norm, p.bn_momentum)
     print(f"phase2: {layers} backbone layers with weights unfrozen (BatchNorm {p.batch_norm})")
     trainer.phase("phase2", p.phase2, p.loss)
-    trainer.save(MODEL, build_model_b(p, size, params.seed, serving=True))
+    trainer.save(MODEL_B.file, build_model_b(p, size, params.seed, serving=True))
 
 
 if __name__ == "__main__":

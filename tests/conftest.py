@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import params as P
+from agegender import params as P
+from agegender.data import OUTPUTS
+from agegender.typed_yaml import set_dotted
 from tests.synthetic import write_archive
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -47,11 +50,18 @@ SMALL = [
 ]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Whatever needs the trained small pipeline is slow: `-m "not slow"` skips it all."""
+    for item in items:
+        if "small_pipeline" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 def write_params(folder: Path, overrides: list[str]) -> P.Params:
     """params.yaml of the repo with dotted overrides, written into `folder`."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     for assignment in overrides:
-        P.set_dotted(raw, assignment)
+        set_dotted(raw, assignment)
     (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return P.load(folder / "params.yaml")
 
@@ -103,3 +113,16 @@ def small_pipeline(tmp_path_factory, synthetic_archive) -> Path:
 
     folder = tmp_path_factory.mktemp("small_pipeline")
     return _run_stages(folder, synthetic_archive, [prepare, train_a, train_b, evaluate])
+
+
+def md5s(folder: Path) -> dict[str, str]:
+    """prepare's outputs in `folder` by name: a split folder hashes each of its .npy files."""
+    out = {}
+    for name in OUTPUTS:
+        path = Path(folder) / name
+        files = sorted(path.iterdir()) if path.is_dir() else [path]
+        digest = hashlib.md5()
+        for file in files:
+            digest.update(file.name.encode() + file.read_bytes())
+        out[name] = digest.hexdigest()
+    return out

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from stages import params as P
+from agegender import params as P
+from agegender.repo import ENV, git, sh
+from agegender.typed_yaml import set_dotted
 from tests.synthetic import write_archive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,26 +42,6 @@ SAMPLE = [  # CI's sample: tiny but real settings, every stage exercised
     "model_b.phase2.unfreeze=20",
     "report.worst_faces=4",
 ]
-
-
-# dvc.yaml's commands say `python -m stages...`: make that this interpreter, venv active or not.
-ENV = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
-
-
-def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command in `cwd`; dvc through this Python, so the venv's dvc is the one used."""
-    if args[0] == "dvc":
-        args = (sys.executable, "-m", "dvc", *args[1:])
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=ENV)
-    if check and result.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result
-
-
-def git(*args: str, cwd: Path) -> None:
-    sh("git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", *args, cwd=cwd)
 
 
 def make_repo(dest: Path, overrides: list[str], real: bool | None = None) -> Path:
@@ -82,7 +64,7 @@ def make_repo(dest: Path, overrides: list[str], real: bool | None = None) -> Pat
         archive = write_archive(dest / "data" / "raw" / "synthetic.tar.gz", n=600)
     raw = yaml.safe_load((dest / "params.yaml").read_text())
     for assignment in [f"data.raw={archive.relative_to(dest)}", *overrides]:
-        P.set_dotted(raw, assignment)
+        set_dotted(raw, assignment)
     if raw["model_b"]["weights"] == "imagenet" and not _imagenet_cached():
         raw["model_b"]["weights"] = None  # offline with no cached weights: random init
     (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -92,39 +74,6 @@ def make_repo(dest: Path, overrides: list[str], real: bool | None = None) -> Pat
     git("add", "-A", cwd=dest)
     git("commit", "-qm", "sample", cwd=dest)
     return dest
-
-
-def share_roundtrip(repo: Path, work: Path) -> list[str]:
-    """`dvc push` to a local remote, then `git clone` + `dvc pull` elsewhere.
-
-    Checks that the clone gets byte-identical models and that `dvc repro` there runs
-    nothing; returns the commands and their output, for the README and closing notes.
-    The remote is added with --local (.dvc/config.local), so `repo` stays unchanged.
-    """
-    store, clone = work / "dvc-store", work / "clone"
-    log: list[str] = []
-
-    def run(*args: str, cwd: Path) -> str:
-        out = sh(*args, cwd=cwd)
-        text = (out.stdout + out.stderr).strip()
-        log.append(f"$ {' '.join(args)}" + (f"\n{text}" if text else ""))
-        return text
-
-    run("dvc", "remote", "add", "--local", "-f", "share", str(store), cwd=repo)
-    run("dvc", "push", "-r", "share", cwd=repo)
-    run("git", "clone", "-q", str(repo), str(clone), cwd=work)
-    run("dvc", "remote", "add", "--local", "share", str(store), cwd=clone)
-    run("dvc", "pull", "-r", "share", cwd=clone)
-    status = run("dvc", "status", cwd=clone)
-    assert "up to date" in status, status
-    repro = run("dvc", "repro", cwd=clone)
-    assert "Running stage" not in repro, repro
-    for model in sorted((repo / "models").glob("*.keras")):
-        same = (clone / "models" / model.name).read_bytes() == model.read_bytes()
-        assert same, f"{model.name} differs after dvc pull"
-        log.append(f"# {model.name}: byte-identical in the clone")
-    sh("dvc", "remote", "remove", "--local", "share", cwd=repo)
-    return log
 
 
 def _imagenet_cached() -> bool:

@@ -4,9 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.data import Split
-from stages.evaluate import breakdown
-from stages.metrics import METRIC_KEYS, scores
+from agegender.data import Split
+from agegender.metrics import METRIC_KEYS, breakdown, scores
 
 
 def test_scores_match_hand_computed_values():

@@ -7,12 +7,14 @@ import keras
 import numpy as np
 import pytest
 
-from stages import params as P
-from stages.backbones import BACKBONES
-from stages.data import load_split
-from stages.errors import UserError
-from stages.models import backbone_of, build_model_a, build_model_b, load, unfreeze_top
-from stages.training import Trainer, compile_model, setup
+from agegender import params as P
+from agegender.backbones import BACKBONES
+from agegender.data import load_split
+from agegender.errors import UserError
+from agegender.inference import load
+from agegender.layout import MODEL_A, MODEL_B
+from agegender.models import backbone_of, build_model_a, build_model_b, unfreeze_top
+from agegender.training import Trainer, compile_model, setup
 from tests.conftest import ROOT, SHARED_WEIGHTS, SMALL, write_params
 
 
@@ -173,7 +175,7 @@ def test_cached_imagenet_weights_load_at_any_size(tmp_path, monkeypatch):
 
 
 def _assert_learned(folder, split, model_path):
-    from stages.evaluate import predict
+    from agegender.inference import predict
 
     model = load(model_path)
     pred, _ = predict(model, split.images, 64)
@@ -194,7 +196,7 @@ def test_model_a_learns_on_synthetic_faces(prepared_synthetic, tmp_path, monkeyp
     (tmp_path / "data" / "prepared").symlink_to(prepared_synthetic)
     monkeypatch.chdir(tmp_path)
     train_a.main()
-    _assert_learned(tmp_path, load_split("val", prepared_synthetic), train_a.MODEL)
+    _assert_learned(tmp_path, load_split("val", prepared_synthetic), MODEL_A.file)
 
 
 @pytest.mark.slow
@@ -219,14 +221,14 @@ def test_model_b_learns_in_two_phases(prepared_synthetic, tmp_path, monkeypatch)
     (tmp_path / "data" / "prepared").symlink_to(prepared_synthetic)
     monkeypatch.chdir(tmp_path)
     train_b.main()
-    _assert_learned(tmp_path, load_split("val", prepared_synthetic), train_b.MODEL)
+    _assert_learned(tmp_path, load_split("val", prepared_synthetic), MODEL_B.file)
 
 
 def test_jax_backend_trains_a_step(tmp_path):
     pytest.importorskip("jax")
     code = (
-        "import numpy as np, keras; from stages import params as P; "
-        "from stages.models import build_model_a; from stages.training import compile_model; "
+        "import numpy as np, keras; from agegender import params as P; "
+        "from agegender.models import build_model_a; from agegender.training import compile_model; "
         "p = P.load('params.yaml'); m = build_model_a(p.model_a, 32, 0); "
         "compile_model(m, p.model_a.fit, p.model_a.loss, 1); "
         "x = np.zeros((4, 32, 32, 3), np.uint8); "

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from stages import params as P
+from agegender import params as P
 from tests.conftest import ROOT, write_params
 
 

@@ -5,8 +5,9 @@ import json
 import pytest
 import yaml
 
-from stages.metrics import METRIC_KEYS
-from tests.pipeline import SAMPLE, check_outputs, git, make_repo, sh, share_roundtrip
+from agegender.metrics import METRIC_KEYS
+from agegender.repo import git, sh, share_roundtrip
+from tests.pipeline import SAMPLE, check_outputs, make_repo
 
 
 @pytest.mark.slow
@@ -25,7 +26,8 @@ def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
     assert metrics["model_a"]["val"]["n"] == 100
 
     # Same params, same results: a forced rerun gives byte-identical data and metrics on CPU.
-    first = {p: (repo / p).read_bytes() for p in ("data/prepared/val.npz", "reports/metrics.json")}
+    outputs = ("data/prepared/val/images.npy", "reports/metrics.json")
+    first = {p: (repo / p).read_bytes() for p in outputs}
     sh("dvc", "repro", "--force", cwd=repo)
     assert {p: (repo / p).read_bytes() for p in first} == first
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages import predict
-from stages.errors import UserError
-from stages.evaluate import predict as evaluate_predict
-from stages.models import load
-from stages.utkface import decode
+from agegender import predict
+from agegender.errors import UserError
+from agegender.inference import load
+from agegender.inference import predict as evaluate_predict
+from agegender.utkface import decode
 from tests.synthetic import draw_face, jpeg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,7 +265,7 @@ def test_console_entry_point(faces_folder, model_b):
         [
             sys.executable,
             "-m",
-            "stages.predict",
+            "agegender.predict",
             str(faces_folder / "plain.jpg"),
             "--model",
             model_b,

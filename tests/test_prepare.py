@@ -1,4 +1,3 @@
-import hashlib
 import json
 import shutil
 
@@ -6,17 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from agegender.data import load_split
+from agegender.errors import UserError
 from stages import prepare
-from stages.data import load_split
-from stages.errors import UserError
-from tests.conftest import REAL_ARCHIVE, write_params
+from tests.conftest import REAL_ARCHIVE, md5s, write_params
 from tests.synthetic import QUIRKS
-
-OUTPUTS = ["train.npz", "val.npz", "test.npz", "faces.csv", "summary.json"]
-
-
-def md5s(folder):
-    return {name: hashlib.md5((folder / name).read_bytes()).hexdigest() for name in OUTPUTS}
 
 
 def test_statuses_and_splits(project):
@@ -79,7 +72,7 @@ def test_byte_identical_reruns_and_seed_changes_split(project):
         ],
     )
     prepare.main()
-    assert md5s(out)["val.npz"] != first["val.npz"]
+    assert md5s(out)["val"] != first["val"]
 
 
 def test_folder_source_gives_the_same_split(project, tmp_path):
@@ -104,7 +97,7 @@ def test_folder_source_gives_the_same_split(project, tmp_path):
     )
     prepare.main()
     after = md5s(out)
-    assert after["train.npz"] == first["train.npz"] and after["val.npz"] == first["val.npz"]
+    assert after["train"] == first["train"] and after["val"] == first["val"]
 
 
 def test_too_few_faces_and_missing_source(project):
@@ -114,7 +107,7 @@ def test_too_few_faces_and_missing_source(project):
     write_params(project, ["data.raw=data/raw/nothing.tar.gz"])
     with pytest.raises(UserError, match="put the archive at data/raw/UTKFace.tar.gz"):
         prepare.main()
-    assert not (project / "data" / "prepared" / "train.npz").exists()
+    assert not (project / "data" / "prepared" / "train").exists()
 
 
 @pytest.mark.skipif(not REAL_ARCHIVE.exists(), reason="../shared/datasets/UTKFace.tar.gz not here")

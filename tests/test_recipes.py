@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import yaml
 
-from stages import params as P
-from stages.models import backbone_of, build_model_b, unfreeze_top
+from agegender import params as P
+from agegender.models import backbone_of, build_model_b, unfreeze_top
+from agegender.typed_yaml import set_dotted
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -27,14 +28,14 @@ def test_readme_lists_the_four_recipes():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.split("backbone=")[-1].split()[0])
 def test_recipe_builds_and_trains_a_step(recipe, tmp_path):
-    from stages.training import compile_model
+    from agegender.training import compile_model
 
     args = shlex.split(recipe)
     overrides = [args[i + 1] for i, a in enumerate(args) if a == "-S"]
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     small = ["model_b.weights=null", "data.image_size=32", "model_a.stem_stride=1"]
     for assignment in [*overrides, *small]:
-        P.set_dotted(raw, assignment)
+        set_dotted(raw, assignment)
     params: P.Params = P.build(P.Params, raw)  # type: ignore[assignment]
     p = params.model_b
     model = build_model_b(p, 32, 0)

@@ -1,7 +1,6 @@
 """Issue 14, prepare side: bad input and interruptions end in one clear line, or are handled,
 and never leave wrong or half-written outputs behind."""
 
-import hashlib
 import io
 import os
 import signal
@@ -16,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import params as P
-from stages import prepare, utkface
-from stages.errors import UserError, atomic_path, clean_stale_temps, write_text
-from stages.utkface import read_source
-from tests.conftest import SMALL, write_params
+from agegender import data, utkface
+from agegender import params as P
+from agegender.errors import UserError, atomic_path, clean_stale_temps, write_text
+from agegender.utkface import read_source
+from stages import prepare
+from tests.conftest import ROOT, SMALL, md5s, write_params
 from tests.synthetic import draw_face, faces, jpeg
 
 FACE = jpeg(draw_face(30, 1, np.random.default_rng(0)))
@@ -34,10 +34,6 @@ def _tar(path: Path, files: list[tuple[str, bytes]], mode: str = "w") -> Path:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return path
-
-
-def _md5s(folder: Path) -> dict[str, str]:
-    return {n: hashlib.md5((folder / n).read_bytes()).hexdigest() for n in prepare.OUTPUTS}
 
 
 # --- 1. a damaged archive stops, it does not give a smaller dataset ---------------------------
@@ -69,7 +65,7 @@ def test_a_junk_header_in_a_plain_tar_is_not_taken_for_its_end(tmp_path):
 def test_interrupt_while_writing_keeps_the_old_set(project, monkeypatch):
     prepare.main()
     out = project / "data" / "prepared"
-    before = _md5s(out)
+    before = md5s(out)
     write_params(project, [*SMALL, "seed=7"])
 
     def interrupted(path, text):
@@ -77,10 +73,10 @@ def test_interrupt_while_writing_keeps_the_old_set(project, monkeypatch):
             raise KeyboardInterrupt
         write_text(path, text)
 
-    monkeypatch.setattr(prepare, "write_text", interrupted)
+    monkeypatch.setattr(data, "write_text", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare.main()
-    assert _md5s(out) == before
+    assert md5s(out) == before
     assert sorted(p.name for p in (project / "data").iterdir()) == ["prepared", "raw"]
 
 
@@ -88,7 +84,7 @@ def test_signals_wait_until_the_new_set_is_in(tmp_path, monkeypatch):
     out, staging = tmp_path / "out", tmp_path / "staging"
     for folder, text in ((out, "old"), (staging, "new")):
         folder.mkdir()
-        for name in prepare.OUTPUTS:
+        for name in data.OUTPUTS:
             (folder / name).write_text(text)
     replace = os.replace
 
@@ -96,10 +92,10 @@ def test_signals_wait_until_the_new_set_is_in(tmp_path, monkeypatch):
         os.kill(os.getpid(), signal.SIGINT)
         replace(src, dst)
 
-    monkeypatch.setattr(prepare.os, "replace", ctrl_c_midway)
+    monkeypatch.setattr(data.os, "replace", ctrl_c_midway)
     with pytest.raises(KeyboardInterrupt):
-        prepare.publish(staging, out)
-    assert {(out / name).read_text() for name in prepare.OUTPUTS} == {"new"}
+        data.publish(staging, out, data.OUTPUTS)
+    assert {(out / name).read_text() for name in data.OUTPUTS} == {"new"}
 
 
 # --- 3. nothing outlives a killed prepare --------------------------------------------------------
@@ -109,7 +105,7 @@ def test_signals_wait_until_the_new_set_is_in(tmp_path, monkeypatch):
 def test_workers_die_with_a_killed_parent():
     script = (
         "import os, time\n"
-        "from stages.prepare import worker_pool\n"
+        "from agegender.dataset import worker_pool\n"
         "pool = worker_pool(2)\n"
         "pool.submit(os.getpid).result()\n"
         "print(*pool._processes, flush=True)\n"
@@ -240,7 +236,11 @@ def test_oversized_and_odd_members_end_up_in_faces_csv(project, monkeypatch):
 def test_prepare_errors_are_one_line(project):
     write_params(project, [*SMALL, "data.raw=data/raw/nothing.tar.gz"])
     result = subprocess.run(
-        [sys.executable, "-m", "stages.prepare"], cwd=project, capture_output=True, text=True
+        [sys.executable, "-m", "stages.prepare"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # stages/ runs from the repository root
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: data/raw/nothing")

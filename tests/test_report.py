@@ -18,8 +18,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from stages import report as R
-from stages.errors import UserError
+from agegender import report
+from agegender.errors import UserError
+from agegender.layout import FIGURES as FIGURE_DIR
+from agegender.layout import MODELS, SPLITS, TRAINED
+from agegender.report.comparison import winner_sentence
+from agegender.report.document import Figure, Heading, Table, Text, to_html, to_markdown
+from agegender.report.reproduce import git_state, lock_rows
+from agegender.report.text import SCORES, fmt, fmt_gap, join
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,7 +40,7 @@ def project(small_pipeline, tmp_path_factory) -> Path:
     cwd = Path.cwd()
     os.chdir(folder)
     try:
-        R.main()
+        report.main()
     finally:
         os.chdir(cwd)
     return folder
@@ -112,12 +118,12 @@ def test_report_has_every_section_and_figure(project, markdown):
 @pytest.mark.parametrize("model", ["model_a", "model_b"])
 def test_scores_per_split_equal_metrics_json(project, markdown, model):
     metrics = read_json(project, "reports/metrics.json")[model]
-    table = one_table(markdown, f"{R.LABELS[model]}: scores per split")
+    table = one_table(markdown, f"{MODELS[model].label}: scores per split")
     header, rows = table[0], {row[0]: row for row in table[1:]}
     assert header == ["metric", "train", "val", "test", "val - train"]
-    for key, label, kind in R.SCORES:
+    for key, label, kind in SCORES:
         row = rows[label]
-        for column, split in enumerate(R.SPLITS, start=1):
+        for column, split in enumerate(SPLITS, start=1):
             assert same(row[column], metrics[split][key]), (model, key, split, row)
         if kind != "int" and metrics["val"][key] is not None:
             gap = number(row[4])
@@ -129,10 +135,10 @@ def test_comparison_table_equals_metrics_json(project, markdown):
     focus = "test" if metrics["model_a"]["test"]["n"] else "val"
     table = one_table(markdown, f"Scores on the {focus} split")
     header, rows = table[0], {row[0]: row for row in table[1:]}
-    assert header == ["model", *(label for _, label, _ in R.SCORES)]
-    for model in R.MODELS:
-        for column, (key, _, _) in enumerate(R.SCORES, start=1):
-            assert same(rows[R.LABELS[model]][column], metrics[model][focus][key]), (model, key)
+    assert header == ["model", *(label for _, label, _ in SCORES)]
+    for model in MODELS:
+        for column, (key, _, _) in enumerate(SCORES, start=1):
+            assert same(rows[MODELS[model].label][column], metrics[model][focus][key]), (model, key)
 
 
 def test_flip_table_equals_both_json_files(project, markdown):
@@ -140,9 +146,9 @@ def test_flip_table_equals_both_json_files(project, markdown):
     other = read_json(project, "reports/eval/other_tta.json")
     focus = "test" if metrics["model_a"]["test"]["n"] else "val"
     rows = one_table(markdown, "Flip averaging")[1:]
-    assert len(rows) == 2 * len(R.MODELS)
+    assert len(rows) == 2 * len(MODELS)
     for model_label, prediction, accuracy, mae in rows:
-        model = next(m for m, label in R.LABELS.items() if label == model_label)
+        model = next(m for m, spec in MODELS.items() if spec.label == model_label)
         source = metrics if "(reported)" in prediction else other
         assert same(accuracy, source[model][focus]["gender_accuracy"])
         assert same(mae, source[model][focus]["age_mae"])
@@ -150,8 +156,8 @@ def test_flip_table_equals_both_json_files(project, markdown):
 
 @pytest.mark.parametrize("model,phases", [("model_a", ["fit"]), ("model_b", ["phase1", "phase2"])])
 def test_training_tables_equal_training_metrics(project, markdown, model, phases):
-    train = read_json(project, f"{R.TRAIN_DIRS[model].as_posix()}/metrics.json")
-    rows = {row[0]: row for row in one_table(markdown, f"{R.LABELS[model]}: training time")[1:]}
+    train = read_json(project, f"{TRAINED[model].live_dir.as_posix()}/metrics.json")
+    rows = {row[0]: row for row in one_table(markdown, f"{MODELS[model].label}: training time")[1:]}
     for phase, block in [*((p, train[p]) for p in phases), ("best weights", train["best"])]:
         _, epochs, _, _, loss, accuracy, mae = rows[phase]
         assert same(loss, block["val_loss"])
@@ -169,21 +175,21 @@ def test_breakdown_tables_equal_breakdown_csv(project, markdown):
         for row in rows:
             part = frame[(frame.kind == kind) & (frame.group == row[0])].set_index("model")
             assert same(row[1], part.n.iloc[0])
-            for model in R.MODELS:
-                assert same(row[header.index(f"MAE {R.SHORT[model]}")], part.age_mae[model])
-                cell = row[header.index(f"accuracy {R.SHORT[model]}")]
+            for model in MODELS:
+                assert same(row[header.index(f"MAE {MODELS[model].short}")], part.age_mae[model])
+                cell = row[header.index(f"accuracy {MODELS[model].short}")]
                 assert same(cell, part.gender_accuracy[model])
 
 
 def test_winner_sentences_follow_the_numbers(project, markdown):
     metrics = read_json(project, "reports/metrics.json")
     focus = "test" if metrics["model_a"]["test"]["n"] else "val"
-    values = {m: metrics[m][focus]["age_mae"] for m in R.MODELS}
+    values = {m: metrics[m][focus]["age_mae"] for m in MODELS}
     best = min(values.values())
     line = next(line for line in markdown.splitlines() if line.startswith("- Age: "))
-    winners = [R.NAMES[m] for m in R.MODELS if values[m] == best]
+    winners = [MODELS[m].name for m in MODELS if values[m] == best]
     if len(winners) < len(values):
-        assert line.startswith(f"- Age: {R.join(winners)} ")
+        assert line.startswith(f"- Age: {join(winners)} ")
 
 
 def test_markdown_holds_no_face_pixels(project, markdown):
@@ -240,7 +246,7 @@ def test_missing_input_is_one_clear_error(small_pipeline, tmp_path, monkeypatch)
     (tmp_path / "p" / "reports" / "metrics.json").unlink()
     monkeypatch.chdir(tmp_path / "p")
     with pytest.raises(UserError, match=r"reports/metrics.json: not found; run `dvc repro"):
-        R.main()
+        report.main()
     assert not Path("reports/report.md").exists()
 
 
@@ -257,28 +263,26 @@ def test_winner_sentence_names_the_winner_and_the_margins():
         "model_b": scores(0.92, 5.25),
         "ensemble": scores(0.92, 5.5),
     }
-    age = R.winner_sentence(metrics, "test", "age_mae", "Age")
+    age = winner_sentence(metrics, "test", "age_mae", "Age")
     assert age.startswith("Age: model B is best on the test split, age MAE 5.250 years")
     assert "the ensemble by 0.250 years (5.500)" in age and "model A by 1.250 years" in age
-    gender = R.winner_sentence(metrics, "test", "gender_accuracy", "Gender")
+    gender = winner_sentence(metrics, "test", "gender_accuracy", "Gender")
     assert gender.startswith("Gender: model B and the ensemble tie for best")
     assert "model A by 2.00 points (90.00%)" in gender
 
 
 def test_winner_sentence_with_a_full_tie_or_no_values():
-    tie = {m: scores(0.5, 3.0) for m in R.MODELS}
-    assert "all models reach the same age MAE" in R.winner_sentence(tie, "test", "age_mae", "Age")
-    empty = {m: scores(None, None) for m in R.MODELS}
-    assert (
-        R.winner_sentence(empty, "test", "age_mae", "Age") == "Age: no age MAE on the test split."
-    )
+    tie = {m: scores(0.5, 3.0) for m in MODELS}
+    assert "all models reach the same age MAE" in winner_sentence(tie, "test", "age_mae", "Age")
+    empty = {m: scores(None, None) for m in MODELS}
+    assert winner_sentence(empty, "test", "age_mae", "Age") == "Age: no age MAE on the test split."
 
 
 def test_formats_keep_every_digit_of_metrics_json():
-    assert R.fmt(0.8765, "pct") == "87.65%" and number("87.65%") == pytest.approx(0.8765)
-    assert R.fmt(5.123, "3f") == "5.123" and R.fmt(None, "3f") == "–"
-    assert R.fmt(12345, "int") == "12,345"
-    assert R.fmt_gap(-0.0125, "pct") == "-1.25 pts" and R.fmt_gap(0.5, "3f") == "+0.500"
+    assert fmt(0.8765, "pct") == "87.65%" and number("87.65%") == pytest.approx(0.8765)
+    assert fmt(5.123, "3f") == "5.123" and fmt(None, "3f") == "–"
+    assert fmt(12345, "int") == "12,345"
+    assert fmt_gap(-0.0125, "pct") == "-1.25 pts" and fmt_gap(0.5, "3f") == "+0.500"
 
 
 def test_markdown_and_html_come_from_the_same_blocks(tmp_path, monkeypatch):
@@ -287,19 +291,19 @@ def test_markdown_and_html_come_from_the_same_blocks(tmp_path, monkeypatch):
     figure.parent.mkdir(parents=True)
     Image.new("RGB", (4, 4), "red").save(figure)
     blocks = [
-        R.Heading(1, "Title <1>"),
-        R.Heading(2, "1. Part"),
-        R.Text("a `code` span & more"),
-        R.Table(["name", "value"], [["a|b", "1.50%"], ["c", "–"]]),
-        R.Figure(R.FIGURES / "x.png", "everyone"),
-        R.Figure(R.FIGURES / "x.png", "faces", only="html"),
-        R.Text("markdown only", only="markdown"),
+        Heading(1, "Title <1>"),
+        Heading(2, "1. Part"),
+        Text("a `code` span & more"),
+        Table(["name", "value"], [["a|b", "1.50%"], ["c", "–"]]),
+        Figure(FIGURE_DIR / "x.png", "everyone"),
+        Figure(FIGURE_DIR / "x.png", "faces", only="html"),
+        Text("markdown only", only="markdown"),
     ]
-    md = R.to_markdown(blocks)
+    md = to_markdown(blocks)
     assert "| a\\|b | 1.50% |" in md and "| --- | ---: |" in md
     assert "![everyone](figures/x.png)" in md and "faces" not in md
     assert "markdown only" in md
-    page = R.to_html(blocks, "Title <1>")
+    page = to_html(blocks, "Title <1>")
     assert "<title>Title &lt;1&gt;</title>" in page
     assert "<code>code</code> span &amp; more" in page
     assert page.count("data:image/png;base64,") == 2 and "markdown only" not in page
@@ -316,7 +320,7 @@ def test_lock_rows_list_data_and_model_hashes(tmp_path, monkeypatch):
         "  train_a:\n    deps:\n    - path: data/prepared/train.npz\n      md5: ccc\n"
         "    outs:\n    - path: models/age_gender_A.keras\n      md5: ddd\n      size: 30\n"
     )
-    rows = R.lock_rows()
+    rows = lock_rows()
     assert [r[0] for r in rows] == [
         "`data/raw/x.tar.gz`",
         "`data/prepared/train.npz`",
@@ -328,4 +332,4 @@ def test_lock_rows_list_data_and_model_hashes(tmp_path, monkeypatch):
 def test_git_state_outside_a_repository(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
-    assert "unknown" in R.git_state()
+    assert "unknown" in git_state()

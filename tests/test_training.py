@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from stages.data import load_split
-from stages.models import (
-    RandomAffine,
+from agegender.augment import RandomAffine
+from agegender.data import load_split
+from agegender.models import (
     adapt_batch_norm,
     backbone_of,
     build_model_a,
@@ -18,9 +18,9 @@ from stages.models import (
     copy_weights,
     unfreeze_top,
 )
-from stages.params import ParamsError
-from stages.training import Trainer, compile_model, dldl_loss
-from stages.utkface import MAX_AGE
+from agegender.params import ParamsError
+from agegender.training import Trainer, compile_model, dldl_loss
+from agegender.utkface import MAX_AGE
 from tests.test_models import images, small_params
 
 
@@ -132,7 +132,8 @@ def test_saved_models_load_without_this_project(tmp_path):
     code = (
         "import sys, numpy as np, keras; x = np.load('x.npy'); "
         "[np.save(f'{m}_age.npy', keras.saving.load_model(f'{m}.keras').predict(x, verbose=0)"
-        "['age']) for m in 'ab']; assert not [n for n in sys.modules if n.startswith('stages')]"
+        "['age']) for m in 'ab']; "
+        "assert not [n for n in sys.modules if n.startswith(('stages', 'agegender'))]"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
@@ -167,7 +168,7 @@ def test_ctrl_c_wrapped_by_a_native_library_still_says_interrupted(tmp_path):
     """TensorFlow's pybind11 callbacks can turn KeyboardInterrupt into another exception."""
     code = (
         "import os, signal\n"
-        "from stages.errors import run\n"
+        "from agegender.errors import run\n"
         "def main():\n"
         "    try:\n"
         "        os.kill(os.getpid(), signal.SIGINT)\n"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.errors import UserError
-from stages.utkface import UNKNOWN_RACE, age_bucket, decode, parse_name, read_source
+from agegender.errors import UserError
+from agegender.utkface import UNKNOWN_RACE, age_bucket, decode, parse_name, read_source
 from tests.synthetic import draw_face, jpeg
 
 

@@ -6,7 +6,11 @@ Library code (scikit-learn), not hand-written formulas.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sklearn import metrics
+
+from agegender.data import Split
+from agegender.utkface import AGE_BUCKETS, RACES, age_bucket
 
 METRIC_KEYS = (
     "gender_accuracy",
@@ -40,3 +44,32 @@ def scores(
         "age_within_5": round(float(np.mean(np.abs(age - age_pred) <= 5)), 4),
         "n": int(len(age)),
     }
+
+
+def breakdown(split: Split, pred: np.ndarray) -> pd.DataFrame:
+    """Age MAE and gender accuracy per age bucket, race and gender."""
+    frame = pd.DataFrame(
+        {
+            "bucket": np.array(AGE_BUCKETS)[age_bucket(split.age)],
+            "race": [RACES[r] if r >= 0 else "Unknown" for r in split.race],
+            "gender": np.where(split.gender == 1, "female", "male"),
+            "abs_error": np.abs(pred[:, 0] - split.age),
+            "correct": (pred[:, 1] >= 0.5) == (split.gender == 1),
+        }
+    )
+    rows = []
+    for kind in ("bucket", "race", "gender"):
+        for group, part in frame.groupby(kind, sort=False):
+            rows.append(
+                {
+                    "kind": kind,
+                    "group": group,
+                    "n": len(part),
+                    "age_mae": round(part.abs_error.mean(), 3),
+                    "gender_accuracy": round(part.correct.mean(), 4),
+                }
+            )
+    order = {"bucket": AGE_BUCKETS, "race": [*RACES, "Unknown"], "gender": ["male", "female"]}
+    table = pd.DataFrame(rows)
+    table["order"] = [order[k].index(g) for k, g in zip(table.kind, table.group, strict=True)]
+    return table.sort_values(["kind", "order"]).drop(columns="order").reset_index(drop=True)

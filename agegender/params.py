@@ -7,32 +7,16 @@ params through `load()`; a bad key or value stops with one line naming it.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import math
-import types
-import typing
-from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
-import yaml
-
-from stages.backbones import BACKBONES
-from stages.errors import UserError
+from agegender.backbones import BACKBONES
+from agegender.typed_yaml import ParamsError, build, read_yaml
+from agegender.typed_yaml import need as _need
 
 PARAMS_FILE = Path("params.yaml")
 SEED_MAX = 2**32 - 1  # NumPy's and TensorFlow's seeds are 32-bit
-
-
-class ParamsError(UserError):
-    """A key or value in params.yaml is wrong."""
-
-
-def _need(ok: bool, key: str, problem: str) -> None:
-    if not ok:
-        raise ParamsError(f"{key}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -223,7 +207,7 @@ class Phase2(Fit):
 
 @dataclass(frozen=True)
 class ModelB:
-    backbone: str  # a key of models.BACKBONES
+    backbone: str  # a key of backbones.BACKBONES
     alpha: float  # width multiplier, MobileNet v1/v2 only
     weights: str | None  # "imagenet", a path to a weights file, or null (random init)
     # frozen: ImageNet statistics, inference mode; adapt: statistics re-estimated on the
@@ -323,123 +307,11 @@ def check_weights_file(path: str, key: str) -> None:
         raise ParamsError(f"{key}: {problem}") from None
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a duplicate key is an error, not the last one winning."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may override keys
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, Hashable):  # super() reports it
-                continue
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    problem=f"duplicate key {key!r}; keep one", problem_mark=key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def _convert(hint: object, value: object, key: str) -> object:
-    """Check `value` against the type hint `hint` and return it in that type."""
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, key)
-    if origin is Literal:
-        options = typing.get_args(hint)
-        _need(value in options, key, f"must be one of {list(options)}, got {value!r}")
-        return value
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        problems = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(option, value, key)
-            except ParamsError as error:
-                problems.append(str(error).split(": ", 1)[1])
-        raise ParamsError(f"{key}: {' or '.join(problems)}")
-    if origin is list:
-        _need(isinstance(value, list), key, f"must be a list, got {value!r}")
-        (item,) = typing.get_args(hint)
-        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if hint is bool:
-        _need(isinstance(value, bool), key, f"must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        _need(ok, key, f"must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            with contextlib.suppress(ValueError):
-                value = float(value)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        _need(ok, key, f"must be a number, got {value!r}")
-        with contextlib.suppress(OverflowError):  # an int too big for a float stays an int
-            value = float(value)
-        ok = isinstance(value, float) and math.isfinite(value)
-        _need(ok, key, f"must be a finite number, got {value!r:.40}")
-        return value
-    if hint is str:
-        _need(isinstance(value, str), key, f"must be a string, got {value!r}")
-        return value
-    raise TypeError(f"{key}: unsupported type hint {hint!r}")  # a bug here, not in the YAML
-
-
-def build(cls: type, raw: object, at: str = "") -> object:
-    """Build dataclass `cls` from a YAML mapping, strictly: no unknown, no missing keys."""
-    where = at or "params.yaml"
-    _need(isinstance(raw, dict), where, f"must be a mapping, got {raw!r}")
-    assert isinstance(raw, dict)
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        _need(
-            key in names,
-            f"{at}.{key}" if at else str(key),
-            f"unknown key (expected one of {names})",
-        )
-    values = {}
-    for name in names:
-        key = f"{at}.{name}" if at else name
-        _need(name in raw, key, "missing")
-        values[name] = _convert(hints[name], raw[name], key)
-    obj = cls(**values)
-    if hasattr(obj, "check"):
-        obj.check(at)
-    return obj
-
-
-def set_dotted(raw: dict, assignment: str) -> None:
-    """Apply one `key.path=value` override (value parsed as YAML), like `dvc exp run -S`."""
-    key, value = assignment.split("=", 1)
-    *path, last = key.split(".")
-    for part in path:
-        raw = raw[part]
-    raw[last] = yaml.safe_load(value)
-
-
 def load(path: Path | str = PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: not found; run from the project root, where params.yaml is")
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except UnicodeDecodeError as error:
-        raise ParamsError(
-            f"{path}: not a text file (byte {error.start} is not UTF-8); restore it from git"
-        ) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ParamsError(f"{path}{where}: not valid YAML ({problem})") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         got = "it is empty" if raw is None else f"got {raw!r:.80}"
         raise ParamsError(f"{path}: must be a mapping of sections (seed, data, ...); {got}")

@@ -19,11 +19,11 @@ import numpy as np
 from dvclive import Live
 from keras import ops
 
-from stages.data import Split
-from stages.errors import atomic_path
-from stages.models import copy_weights
-from stages.params import Fit, Loss, Train
-from stages.utkface import MAX_AGE
+from agegender.data import Split
+from agegender.errors import atomic_path
+from agegender.models import copy_weights
+from agegender.params import Fit, Loss, Train
+from agegender.utkface import MAX_AGE
 
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
@@ -165,7 +165,7 @@ def cached_features(
 class Trainer:
     """One model, one DVCLive folder, any number of fit phases."""
 
-    def __init__(self, model: keras.Model, live_dir: str, train: Split, val: Split):
+    def __init__(self, model: keras.Model, live_dir: str | Path, train: Split, val: Split):
         self.model, self.train, self.val = model, train, val
         self.live_dir = Path(live_dir)
         self.scratch = self.live_dir.with_name(f".{self.live_dir.name}.partial")

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from stages.errors import UserError
+from agegender.errors import UserError
 
 RACES = ["White", "Black", "Asian", "Indian", "Others"]
 UNKNOWN_RACE = -1

@@ -1,0 +1,131 @@
+"""The prepared data on disk: one folder per split, one .npy file per array.
+
+data/prepared/<split>/{images,age,gender,race,name}.npy. Plain .npy files memory-map with
+`np.load(mmap_mode="r")`, so a split never has to sit in RAM, and `np.save` writes the
+same bytes for the same arrays, so reruns are byte-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agegender.errors import UserError, atomic_path, clean_stale_temps, write_text
+from agegender.layout import ARRAYS, FACES_CSV, PREPARED, SPLITS, SUMMARY
+
+OUTPUTS = (*SPLITS, FACES_CSV.name, SUMMARY.name)  # what one prepare run replaces, together
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # uint8 (N, S, S, 3), memory-mapped from disk
+    age: np.ndarray  # int (N,)
+    gender: np.ndarray  # 0 male, 1 female (N,)
+    race: np.ndarray  # 0-4, -1 unknown (N,)
+    name: np.ndarray  # file names (N,)
+
+    def __len__(self) -> int:
+        return len(self.age)
+
+    def targets(self) -> dict[str, np.ndarray]:
+        """Keras targets, keyed like the models' outputs."""
+        return {
+            "age": self.age.astype("float32")[:, None],
+            "gender": self.gender.astype("float32")[:, None],
+        }
+
+
+def load_split(name: str, folder: Path = PREPARED) -> Split:
+    path = Path(folder) / name
+    if not path.is_dir():
+        raise UserError(f"{path}: not found; run `dvc repro prepare` (or `dvc pull`) first")
+    arrays = {}
+    for key in ARRAYS:
+        try:
+            arrays[key] = np.load(path / f"{key}.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as error:
+            reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+            raise UserError(
+                f"{path / key}.npy: unreadable ({reason}); rerun `dvc repro prepare`"
+            ) from None
+    labels = {k: np.array(arrays[k]) for k in ARRAYS if k != "images"}  # small: into RAM
+    if any(len(v) != len(arrays["images"]) for v in labels.values()):
+        raise UserError(f"{path}: its arrays differ in length; rerun `dvc repro prepare`")
+    return Split(arrays["images"], **labels)
+
+
+def save_split(folder: Path, **arrays: np.ndarray) -> None:
+    """One .npy per array, each written to a temporary file and renamed into place."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, array in arrays.items():
+        with atomic_path(folder / f"{key}.npy") as tmp, open(tmp, "wb") as handle:
+            np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block is done, then act on them as usual.
+
+    A Python handler, not a blocked signal mask: any thread may receive the signal, but Python
+    handlers always run in the main thread.
+    """
+    held = (signal.SIGINT, signal.SIGTERM)
+    got: list[int] = []
+    before = [signal.signal(s, lambda signum, _: got.append(signum)) for s in held]
+    try:
+        yield
+    finally:
+        for s, handler in zip(held, before, strict=True):
+            signal.signal(s, handler)
+        for s in got:
+            signal.raise_signal(s)
+
+
+def publish(staging: Path, out: Path, names: tuple[str, ...]) -> None:
+    """Move one run's outputs (files or folders) from `staging` into `out` together: the old
+    set goes first and Ctrl-C waits until the new one is in, so `out` never mixes two runs."""
+    with signals_deferred():
+        for name in names:
+            old = out / name
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink(missing_ok=True)
+        for name in names:
+            os.replace(staging / name, out / name)
+
+
+def write_prepared(faces: pd.DataFrame, images: np.ndarray, summary: dict) -> None:
+    """Write everything into a staging folder beside data/prepared, then publish it; the staging
+    folder of a killed run is removed by the next."""
+    clean_stale_temps(PREPARED)
+    PREPARED.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{PREPARED.name}.", dir=PREPARED.parent))
+    try:
+        for name in SPLITS:
+            rows = faces.index[faces.split == name].to_numpy()
+            save_split(
+                staging / name,
+                images=images[rows],
+                age=faces.age.to_numpy()[rows].astype(np.int16),
+                gender=faces.gender.to_numpy()[rows].astype(np.int8),
+                race=faces.race.to_numpy()[rows].astype(np.int8),
+                name=np.array(faces.name.to_numpy()[rows], dtype=str),
+            )
+        columns = ["name", "sha256", "age", "gender", "race", "status", "reason", "split"]
+        csv = faces[columns].to_csv(index=False, lineterminator="\n")
+        write_text(staging / FACES_CSV.name, csv)
+        write_text(staging / SUMMARY.name, json.dumps(summary, indent=2) + "\n")
+        publish(staging, PREPARED, OUTPUTS)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

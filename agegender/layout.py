@@ -1,0 +1,60 @@
+"""Where the pipeline keeps things: one registry of its files and models.
+
+Every stage, the report, the CLI and the benchmarks read paths and model labels from here,
+so renaming a file or adding a model is one edit (dvc.yaml spells the same paths for DVC).
+All paths are relative to the repository root, where `dvc repro` runs the stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLITS = ("train", "val", "test")
+SPLIT_NAMES = (*SPLITS, "unused")  # faces.csv's split column: "unused" = never sampled
+ARRAYS = ("images", "age", "gender", "race", "name")  # one .npy each per split
+
+PREPARED = Path("data/prepared")  # stage prepare: data/prepared/<split>/<array>.npy
+SUMMARY = PREPARED / "summary.json"
+FACES_CSV = PREPARED / "faces.csv"
+
+METRICS = Path("reports/metrics.json")  # stage evaluate
+EVAL = Path("reports/eval")
+OTHER_TTA = EVAL / "other_tta.json"
+BREAKDOWN = EVAL / "breakdown.csv"
+PREDICTIONS = EVAL / "predictions.csv"
+
+REPORT_MD = Path("reports/report.md")  # stage report
+REPORT_HTML = Path("reports/report.html")
+FIGURES = Path("reports/figures")
+LOCK = Path("dvc.lock")
+
+
+@dataclass(frozen=True)
+class Model:
+    key: str  # the key in params.yaml and metrics.json
+    label: str  # tables and figure legends
+    name: str  # inside a sentence
+    short: str  # column headers
+    file: Path | None = None  # the saved serving model; None for the ensemble
+    stage: str | None = None  # the dvc.yaml stage that trains it
+    live_dir: Path | None = None  # its DVCLive folder (metrics.json and plots/)
+
+
+MODEL_A = Model(
+    "model_a", "Model A", "model A", "A",
+    Path("models/age_gender_A.keras"), "train_a", Path("reports/train_a"),
+)  # fmt: skip
+MODEL_B = Model(
+    "model_b", "Model B", "model B", "B",
+    Path("models/age_gender_B.keras"), "train_b", Path("reports/train_b"),
+)  # fmt: skip
+ENSEMBLE = Model("ensemble", "Ensemble", "the ensemble", "ensemble")
+
+TRAINED = {m.key: m for m in (MODEL_A, MODEL_B)}  # the models a stage trains and saves
+MODELS = {**TRAINED, ENSEMBLE.key: ENSEMBLE}  # what evaluate scores: both, then their mean
+
+
+def buckets_csv(model: str) -> Path:
+    """Evaluate's per-age-bucket scores of one model (dvc.yaml plots them side by side)."""
+    return EVAL / f"{model}_buckets.csv"

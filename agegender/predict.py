@@ -1,0 +1,297 @@
+"""Age and gender for any image files: `agegender-predict PATH... [options]`.
+
+    agegender-predict photos/ me.jpg                       # JSON lines on stdout
+    find . -name '*.png' | agegender-predict - --csv out.csv
+    agegender-predict group.jpg --detect-faces --model ensemble
+    agegender-predict --export exported/                   # SavedModel (+ TFLite)
+
+Paths stream through in batches: the next batch decodes in a thread pool while the
+model predicts this one, so memory stays flat however many files there are and both
+cores work. Bad files never stop a run: each gets a record with an `error` field and a
+line on stderr; the exit status is 1 only when nothing could be predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+from tqdm import tqdm
+
+from agegender.errors import UserError, atomic_path, run
+from agegender.export import export
+from agegender.faces import NO_FACE, Face, check_face_detector, read
+from agegender.inference import load_model, predict
+from agegender.layout import MODEL_B, TRAINED
+from agegender.utkface import IMAGE_SUFFIXES
+
+DEFAULT_MODEL = str(MODEL_B.file)
+ENSEMBLE = tuple(str(m.file) for m in TRAINED.values())
+PROGRESS_AFTER = 2.0  # seconds before a progress bar appears (on a terminal only)
+FIELDS = ["path", "face", "box", "age", "gender", "gender_prob", "error"]
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def walk(folder: str) -> Iterator[str]:
+    """Image files under a folder, sorted, one directory listing in memory at a time."""
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield from walk(entry.path)
+        elif entry.name.lower().endswith(IMAGE_SUFFIXES):
+            yield entry.path  # no stat here: read() gives a FIFO or a symlink loop its record
+
+
+def expand(inputs: Iterable[str], stdin: TextIO) -> Iterator[str]:
+    """Files as given, folders recursively, `-` for one path a line on stdin; lazily."""
+    for item in inputs:
+        lines = (line.rstrip("\r\n") for line in stdin) if item == "-" else [item]
+        for path in lines:
+            if not path.strip():
+                continue
+            if os.path.isdir(path):
+                yield from walk(path)
+            else:
+                yield path  # even a missing file: it gets a record saying so
+
+
+# --- prediction ---------------------------------------------------------------------------
+
+
+def predict_faces(models: list, faces: list[Face], flip: bool, batch_size: int) -> np.ndarray:
+    """(N, 2) age and probability of female; the ensemble averages its models."""
+    preds = []
+    for model in models:
+        side = model.input_shape[1]
+        x = np.stack([f.pixels[side] for f in faces])  # type: ignore[index]
+        plain, flipped = predict(model, x, batch_size)
+        preds.append((plain + flipped) / 2 if flip else plain)
+    return np.mean(preds, axis=0)
+
+
+def batches(items: Iterable[str], n: int) -> Iterator[list[str]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, n)):
+        yield chunk
+
+
+def predict_files(
+    paths: Iterable[str],
+    models: list,
+    *,
+    flip: bool = True,
+    faces: bool = False,
+    batch_size: int = 64,
+    workers: int | None = None,
+) -> Iterator[dict]:
+    """One record per image (per face with `faces`), in input order, unrounded.
+
+    Two batches of pixels at most are in memory: the one predicting and the next one,
+    which the thread pool decodes meanwhile (PIL and OpenCV release the GIL).
+    """
+    sizes = tuple(sorted({m.input_shape[1] for m in models}))
+    chunks = batches(paths, batch_size)
+    with ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
+
+        def submit(chunk: list[str]) -> list[Future]:
+            return [pool.submit(read, p, sizes, faces) for p in chunk]
+
+        pending = submit(next(chunks, []))
+        while pending:
+            batch = [face for future in pending for face in future.result()]
+            pending = submit(next(chunks, []))  # decode ahead while the model works
+            ok = [f for f in batch if f.error is None]
+            preds = iter(predict_faces(models, ok, flip, batch_size) if ok else [])
+            for face in batch:
+                record: dict = {"path": face.path}
+                if face.index is not None:
+                    record.update(face=face.index, box=face.box)
+                if face.error is not None:
+                    record["error"] = face.error
+                else:
+                    age, prob = next(preds)
+                    record.update(
+                        age=float(age),
+                        gender="female" if prob >= 0.5 else "male",
+                        gender_prob=float(prob),
+                    )
+                yield record
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="agegender-predict",
+        description="Predict age and gender for image files, folders or a list on stdin.",
+    )
+    parser.add_argument("inputs", nargs="*", help="image files, folders, or - for paths on stdin")
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a .keras or exported .tflite file, or 'ensemble' for the average of A and B "
+        f"(default {DEFAULT_MODEL})",
+    )
+    parser.add_argument("--csv", type=Path, help="write a CSV file instead of JSON lines")
+    parser.add_argument("--no-flip", action="store_true", help="skip mirrored-image averaging")
+    parser.add_argument(
+        "--detect-faces", action="store_true", help="find faces (OpenCV), one result per face"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=None, help="decoding threads (all cores)")
+    parser.add_argument("--export", type=Path, metavar="DIR", help="write SavedModel and TFLite")
+    args = parser.parse_args(argv)
+    if not args.inputs and not args.export:
+        parser.error("give image files, folders or - (or --export DIR)")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers must be at least 1")
+    return args
+
+
+def rounded(record: dict) -> dict:
+    """Output precision: tenths of a year are already far below the model's error."""
+    if "age" not in record:
+        return record
+    return {
+        **record,
+        "age": round(record["age"], 1),
+        "gender_prob": round(record["gender_prob"], 4),
+    }
+
+
+def check_csv(path: Path) -> None:
+    """Fail before predicting: a CSV path that cannot be written would lose every result."""
+    if path.is_dir():
+        example = path / "predictions.csv"
+        raise UserError(f"--csv {path}: is a folder; give a file name, such as {example}")
+    folder = next(p for p in path.parents if p.exists())  # the rest is made on writing
+    if not folder.is_dir():
+        raise UserError(f"--csv {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"--csv {path}: cannot write in {folder}")
+
+
+def printable(path: str) -> str:
+    """A file name whose bytes are not UTF-8 (PEP 383 keeps them as lone surrogates), with
+    those bytes as \\xNN: a UTF-8 CSV cannot hold them as they are."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@contextlib.contextmanager
+def output(csv_path: Path | None) -> Iterator[Callable[[dict], None]]:
+    """A function writing one record: JSON lines on stdout, or a CSV file renamed into place
+    only once complete."""
+    if csv_path is None:
+
+        def write_json(record: dict) -> None:
+            sys.stdout.write(json.dumps(rounded(record)) + "\n")
+
+        yield write_json
+        sys.stdout.flush()
+        return
+    with (
+        atomic_path(csv_path) as tmp,
+        open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as out,
+    ):
+        writer = csv.DictWriter(out, FIELDS)
+        writer.writeheader()
+
+        def write(record: dict) -> None:
+            row = rounded(record)
+            row["path"] = printable(row["path"])
+            if row.get("box") is not None:
+                row["box"] = " ".join(map(str, row["box"]))
+            writer.writerow(row)
+
+        yield write
+
+
+def cli(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
+    """Run the tool; returns the exit status (1: nothing predicted). Raises UserError."""
+    args = parse_args(argv)
+    if args.csv is not None:
+        check_csv(args.csv)
+    paths = ENSEMBLE if args.model == "ensemble" else (args.model,)
+    if args.export and (len(paths) > 1 or paths[0].endswith(".tflite")):
+        raise UserError("--export: give one .keras model file (export A and B one at a time)")
+    if args.detect_faces:
+        check_face_detector()
+    models = [load_model(p) for p in paths]
+    if args.export:
+        export(models[0], args.export)
+        if not args.inputs:
+            return 0
+    records = predict_files(
+        expand(args.inputs, stdin or sys.stdin),
+        models,
+        flip=not args.no_flip,
+        faces=args.detect_faces,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+    start = time.monotonic()
+    images = predicted = errors = no_face = 0
+    last_path = None
+    # The bar shows on a terminal only (disable=None), after PROGRESS_AFTER seconds.
+    bar = tqdm(unit=" images", delay=PROGRESS_AFTER, disable=None, file=sys.stderr)
+    with bar, output(args.csv) as write:
+        for record in records:
+            write(record)
+            new_image = record["path"] != last_path  # several faces of one image count once
+            images += new_image
+            last_path = record["path"]
+            error = record.get("error")
+            if error is None:
+                predicted += 1
+            elif error == NO_FACE:
+                no_face += 1
+            else:
+                errors += 1
+                bar.write(f"{record['path']}: {error}", file=sys.stderr)
+            bar.update(new_image)
+    summary = f"predict: {images} images, {errors} errors"
+    if args.detect_faces:
+        summary += f", {predicted} faces, {no_face} without a face"
+    rate = images / max(time.monotonic() - start, 1e-9)
+    print(f"{summary}, {rate:.1f} images/s", file=sys.stderr)
+    return 0 if predicted else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: a UserError is one line on stderr and exit status 2."""
+
+    def go() -> None:
+        if isinstance(sys.stdin, io.TextIOWrapper):  # `find | agegender-predict -`: any names
+            sys.stdin.reconfigure(errors="surrogateescape")
+        try:
+            status = cli(argv)
+        except BrokenPipeError:  # `agegender-predict ... | head`: the reader is done
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            status = 0
+        sys.exit(status)
+
+    run(go)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Running DVC and git on this project from Python: CI's sample pipeline, the share check
+and the pipeline benchmark all drive `dvc` the same way."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# dvc.yaml's commands say `python -m stages...`: make that this interpreter, venv active or not.
+ENV = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
+
+
+def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command in `cwd`; dvc through this Python, so the venv's dvc is the one used."""
+    if args[0] == "dvc":
+        args = (sys.executable, "-m", "dvc", *args[1:])
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=ENV)
+    if check and result.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def git(*args: str, cwd: Path) -> None:
+    sh("git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", *args, cwd=cwd)
+
+
+def share_roundtrip(repo: Path, work: Path) -> list[str]:
+    """`dvc push` to a local remote, then `git clone` + `dvc pull` elsewhere.
+
+    Checks that the clone gets byte-identical models and that `dvc repro` there runs
+    nothing; returns the commands and their output, for the README and closing notes.
+    The remote is added with --local (.dvc/config.local), so `repo` stays unchanged.
+    """
+    store, clone = work / "dvc-store", work / "clone"
+    log: list[str] = []
+
+    def run(*args: str, cwd: Path) -> str:
+        out = sh(*args, cwd=cwd)
+        text = (out.stdout + out.stderr).strip()
+        log.append(f"$ {' '.join(args)}" + (f"\n{text}" if text else ""))
+        return text
+
+    run("dvc", "remote", "add", "--local", "-f", "share", str(store), cwd=repo)
+    run("dvc", "push", "-r", "share", cwd=repo)
+    run("git", "clone", "-q", str(repo), str(clone), cwd=work)
+    run("dvc", "remote", "add", "--local", "share", str(store), cwd=clone)
+    run("dvc", "pull", "-r", "share", cwd=clone)
+    status = run("dvc", "status", cwd=clone)
+    assert "up to date" in status, status
+    repro = run("dvc", "repro", cwd=clone)
+    assert "Running stage" not in repro, repro
+    for model in sorted((repo / "models").glob("*.keras")):
+        same = (clone / "models" / model.name).read_bytes() == model.read_bytes()
+        assert same, f"{model.name} differs after dvc pull"
+        log.append(f"# {model.name}: byte-identical in the clone")
+    sh("dvc", "remote", "remove", "--local", "share", cwd=repo)
+    return log

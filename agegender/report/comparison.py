@@ -1,0 +1,256 @@
+"""Section 4, Comparison and discussion: every comparative sentence computed from the scores."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from agegender.layout import MODELS
+from agegender.report.document import Block, Bullets, Figure, Heading, Table, Text
+from agegender.report.figures import buckets_figure, scatter_figure
+from agegender.report.inputs import Outputs, focus_split
+from agegender.report.text import SCORES, capital, fmt, join, seconds
+from agegender.report.worst_faces import worst_faces_blocks
+
+LOWER_IS_BETTER = {"age_mae", "age_rmse"}
+SENTENCE = {  # metrics.json key: name in a sentence, unit of a difference, its decimals
+    "gender_accuracy": ("gender accuracy", " points", 2),
+    "gender_auc": ("gender ROC AUC", "", 4),
+    "age_mae": ("age MAE", " years", 3),
+    "age_within_5": ("share of ages within 5 years", " points", 2),
+}
+SMALL_GROUP = 30  # below this many faces a group's score is mostly noise
+
+
+def comparison_section(outputs: Outputs, flip: bool, worst_faces: int) -> list[Block]:
+    """`flip`: evaluate.flip_tta; `worst_faces`: how many thumbnails to show (HTML only)."""
+    metrics, other = outputs.metrics, outputs.other
+    focus = focus_split(metrics)
+    breakdown = outputs.breakdown
+    frame = breakdown[breakdown.split == focus] if "split" in breakdown else breakdown
+    blocks: list[Block] = [
+        Heading(2, "4. Comparison and discussion"),
+        Text(scope_sentence(metrics, focus)),
+        Heading(3, f"Scores on the {focus} split"),
+        comparison_table(metrics, focus),
+        Bullets(
+            [
+                s
+                for s in (
+                    winner_sentence(metrics, focus, "gender_accuracy", "Gender"),
+                    winner_sentence(metrics, focus, "gender_auc", "Gender ranking"),
+                    winner_sentence(metrics, focus, "age_mae", "Age"),
+                    winner_sentence(metrics, focus, "age_within_5", "Age within 5 years"),
+                    ensemble_sentence(metrics, focus),
+                    cost_sentence(outputs.trains),
+                )
+                if s
+            ]
+        ),
+        Heading(3, "Flip averaging"),
+        tta_table(metrics, other, focus, flip),
+    ]
+    sentence = tta_sentence(metrics, other, focus, flip)
+    if sentence:
+        blocks.append(Text(sentence))
+    blocks += [
+        Heading(3, "Where the models fail"),
+        Bullets(failure_sentences(frame)),
+        Figure(
+            buckets_figure(frame, focus),
+            f"Age MAE and gender accuracy per true-age bucket ({focus} split).",
+        ),
+        group_table(frame, "bucket", "age"),
+        group_table(frame, "race", "race"),
+        group_table(frame, "gender", "gender"),
+        Figure(
+            scatter_figure(outputs.predictions, metrics, focus),
+            f"Predicted against true age on the {focus} split; the line is a perfect prediction.",
+        ),
+        *worst_faces_blocks(outputs.predictions, metrics, focus, worst_faces),
+    ]
+    return blocks
+
+
+def scope_sentence(metrics: dict, focus: str) -> str:
+    n = metrics["model_a"][focus]["n"]
+    if focus == "test":
+        return (
+            f"All scores in this section are on the test split ({n:,} faces), which no "
+            f"model trained or early-stopped on."
+        )
+    return (
+        f"All scores in this section are on the val split ({n:,} faces): there is no test "
+        f"split, and val chose the saved epochs, so these scores are slightly optimistic."
+    )
+
+
+def comparison_table(metrics: dict, focus: str) -> Table:
+    rows = [
+        [model.label, *(fmt(metrics[key][focus][score], kind) for score, _, kind in SCORES)]
+        for key, model in MODELS.items()
+    ]
+    return Table(["model", *(label for _, label, _ in SCORES)], rows)
+
+
+def winner_sentence(metrics: dict, focus: str, key: str, task: str) -> str:
+    """Which model wins `key` on the focus split and by how much, from the numbers alone."""
+    label, unit, decimals = SENTENCE[key]
+    kind = next(k for name, _, k in SCORES if name == key)
+    values = [(m, metrics[m][focus][key]) for m in MODELS if metrics[m][focus][key] is not None]
+    if not values:
+        return f"{task}: no {label} on the {focus} split."
+    lower = key in LOWER_IS_BETTER
+    values.sort(key=lambda mv: mv[1], reverse=not lower)
+    best = values[0][1]
+    winners = [MODELS[m].name for m, v in values if v == best]
+    if len(winners) == len(values):
+        return (
+            f"{task}: all models reach the same {label}, {fmt(best, kind)}, on the {focus} split."
+        )
+    scale = 100 if kind == "pct" else 1
+    behind = [
+        f"{MODELS[m].name} by {abs(v - best) * scale:.{decimals}f}{unit} ({fmt(v, kind)})"
+        for m, v in values[1:]
+        if v != best
+    ]
+    verb = "is best" if len(winners) == 1 else "tie for best"
+    return (
+        f"{task}: {join(winners)} {verb} on the {focus} split, {label} {fmt(best, kind)}"
+        f"{unit if unit == ' years' else ''}, "
+        f"ahead of {join(behind)}."
+    )
+
+
+def change_text(change: float, unit: str, decimals: int) -> str:
+    """'lowers {} by 0.120 years' style phrase for a signed change; {} takes the metric."""
+    if round(change, decimals) == 0:
+        return "leaves {} unchanged"
+    verb = "lowers" if change < 0 else "raises"
+    return f"{verb} {{}} by {abs(change):.{decimals}f} {unit}"
+
+
+def ensemble_sentence(metrics: dict, focus: str) -> str:
+    """What averaging buys over the better single model, per task."""
+    m = {k: metrics[k][focus] for k in MODELS}
+    if any(m[k]["age_mae"] is None for k in MODELS):
+        return ""
+    mae = m["ensemble"]["age_mae"] - min(m["model_a"]["age_mae"], m["model_b"]["age_mae"])
+    acc = m["ensemble"]["gender_accuracy"] - max(
+        m["model_a"]["gender_accuracy"], m["model_b"]["gender_accuracy"]
+    )
+    return (
+        "Averaging the two models' outputs (the ensemble) "
+        + change_text(mae, "years", 3).format("the age MAE")
+        + " relative to the better single model, and "
+        + change_text(100 * acc, "points", 2).format("gender accuracy")
+        + " relative to the more accurate one."
+    )
+
+
+def cost_sentence(trains: dict) -> str:
+    """Model B's size and training time against model A's."""
+    a, b = trains["model_a"], trains["model_b"]
+    time_a = (a.get("fit") or {}).get("seconds", 0.0)
+    time_b = sum((b.get(ph) or {}).get("seconds", 0.0) for ph in ("phase1", "phase2"))
+    pa, pb = a.get("parameters"), b.get("parameters")
+    if not (pa and pb and time_a and time_b):
+        return ""
+    return (
+        f"Cost: model B has {pb:,} parameters, {pb / pa:.1f} times model A's {pa:,}, and "
+        f"trained in {seconds(time_b)} against {seconds(time_a)} for model A "
+        f"({time_b / time_a:.1f} times as long)."
+    )
+
+
+def tta_table(metrics: dict, other: dict, focus: str, flip: bool) -> Table:
+    """Each model's scores with and without flip averaging; `flip` says which was reported."""
+    used = "with flip averaging" if flip else "without flip averaging"
+    alt = "without flip averaging" if flip else "with flip averaging"
+    rows = []
+    for key, model in MODELS.items():
+        for label, source in ((used + " (reported)", metrics), (alt, other)):
+            block = (source.get(key) or {}).get(focus) or {}
+            rows.append(
+                [
+                    model.label,
+                    label,
+                    fmt(block.get("gender_accuracy"), "pct"),
+                    fmt(block.get("age_mae"), "3f"),
+                ]
+            )
+    return Table(["model", "prediction", "gender accuracy", "age MAE (years)"], rows)
+
+
+def tta_sentence(metrics: dict, other: dict, focus: str, flip: bool) -> str:
+    now = metrics["ensemble"][focus]
+    alt = (other.get("ensemble") or {}).get(focus) or {}
+    if now.get("age_mae") is None or alt.get("age_mae") is None:
+        return ""
+    on, off = (now, alt) if flip else (alt, now)
+    mae, acc = on["age_mae"] - off["age_mae"], on["gender_accuracy"] - off["gender_accuracy"]
+    return (
+        f"Averaging each prediction with that of the mirrored face changes the ensemble's "
+        f"age MAE by {mae:+.3f} years and its gender accuracy by {100 * acc:+.2f} points "
+        f"(`evaluate.flip_tta` is {str(flip).lower()}: the scores above are "
+        f"{'with' if flip else 'without'} it)."
+    )
+
+
+def group_table(frame: pd.DataFrame, kind: str, title: str) -> Table:
+    """breakdown.csv's rows of one kind (bucket, race, gender): faces, MAE and accuracy."""
+    rows = frame[frame.kind == kind]
+    groups = list(dict.fromkeys(rows.group))
+    models = [m for m in MODELS if m in set(rows.model)]
+    table = []
+    for group in groups:
+        part = rows[rows.group == group].set_index("model")
+        n = int(part.n.iloc[0])
+        table.append(
+            [group, fmt(n, "int")]
+            + [fmt(part.age_mae.get(m), "3f") for m in models]
+            + [fmt(part.gender_accuracy.get(m), "pct") for m in models]
+        )
+    header = [
+        title,
+        "faces",
+        *(f"MAE {MODELS[m].short}" for m in models),
+        *(f"accuracy {MODELS[m].short}" for m in models),
+    ]
+    return Table(header, table)
+
+
+def failure_sentences(frame: pd.DataFrame) -> list[str]:
+    """Each model's worst age bucket and its spread across races, from breakdown.csv."""
+    items = []
+    for model in MODELS:
+        rows = frame[frame.model == model]
+        buckets = rows[rows.kind == "bucket"].dropna(subset=["age_mae"])
+        races = rows[(rows.kind == "race") & (rows.group != "Unknown")]
+        if buckets.empty:
+            continue
+        worst, best = buckets.loc[buckets.age_mae.idxmax()], buckets.loc[buckets.age_mae.idxmin()]
+        acc = buckets.loc[buckets.gender_accuracy.idxmin()]
+        text = (
+            f"{capital(MODELS[model].name)}: age is worst in the {worst.group} bucket (MAE "
+            f"{worst.age_mae:.2f} years, {worst.n} faces) and best in {best.group} "
+            f"({best.age_mae:.2f}); gender is least accurate in {acc.group} "
+            f"({100 * acc.gender_accuracy:.1f}%)."
+        )
+        if len(races) >= 2:
+            hi, lo = races.loc[races.age_mae.idxmax()], races.loc[races.age_mae.idxmin()]
+            ahi = races.loc[races.gender_accuracy.idxmax()]
+            alo = races.loc[races.gender_accuracy.idxmin()]
+            text += (
+                f" Across races, age MAE runs from {lo.age_mae:.2f} ({lo.group}) to "
+                f"{hi.age_mae:.2f} ({hi.group}), {hi.age_mae - lo.age_mae:.2f} years apart, and "
+                f"gender accuracy from {100 * alo.gender_accuracy:.1f}% ({alo.group}) to "
+                f"{100 * ahi.gender_accuracy:.1f}% ({ahi.group})."
+            )
+        items.append(text)
+    small = frame[(frame.kind != "gender") & (frame.group != "Unknown")].n
+    if len(small) and small.min() < SMALL_GROUP:
+        items.append(
+            f"Some groups are small (as few as {int(small.min())} faces), so differences "
+            f"between them of a few points or years can be noise."
+        )
+    return items

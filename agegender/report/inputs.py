@@ -1,0 +1,74 @@
+"""Reading what the other stages wrote, with one clear error per missing or broken file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from agegender.errors import UserError
+from agegender.layout import BREAKDOWN, METRICS, OTHER_TTA, PREDICTIONS, SUMMARY, TRAINED
+
+
+def read_json(path: Path, stage: str) -> dict:
+    if not path.is_file():
+        raise UserError(f"{path}: not found; run `dvc repro {stage}` (or `dvc pull`) first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}: not valid JSON ({error}); rerun `dvc repro {stage}`") from None
+
+
+def read_csv(path: Path, stage: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise UserError(f"{path}: not found; run `dvc repro {stage}` (or `dvc pull`) first")
+    return pd.read_csv(path)
+
+
+@dataclass
+class Outputs:
+    """The pipeline's outputs the report reads (the models themselves are loaded later)."""
+
+    summary: dict  # prepare: data/prepared/summary.json
+    metrics: dict  # evaluate: model -> split -> scores
+    other: dict  # evaluate: the same scores with the other flip_tta setting
+    trains: dict[str, dict]  # train_a, train_b: DVCLive metrics.json, by model key
+    breakdown: pd.DataFrame  # evaluate: scores per age bucket, race and gender
+    predictions: pd.DataFrame  # evaluate: every face of the focus split, every model
+
+
+def read_outputs() -> Outputs:
+    """All of them up front, so a missing file stops the report before anything is written."""
+    return Outputs(
+        summary=read_json(SUMMARY, "prepare"),
+        metrics=read_json(METRICS, "evaluate"),
+        other=read_json(OTHER_TTA, "evaluate"),
+        trains={k: read_json(m.live_dir / "metrics.json", m.stage) for k, m in TRAINED.items()},
+        breakdown=read_csv(BREAKDOWN, "evaluate"),
+        predictions=read_csv(PREDICTIONS, "evaluate"),
+    )
+
+
+def read_curve(folder: Path, name: str) -> pd.DataFrame | None:
+    """One DVCLive series (columns step and `name`), or None when it was not logged."""
+    path = folder / "plots" / "metrics" / f"{name}.tsv"
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, sep="\t")
+    return frame if name.split("/")[-1] in frame and len(frame) else None
+
+
+def phase2_start(folder: Path) -> int | None:
+    """The first DVCLive step of phase 2, or None (model A, or phase 2 had no epochs)."""
+    phases = read_curve(folder, "phase")
+    if phases is None:
+        return None
+    steps = phases.step[phases.phase == 2]
+    return int(steps.min()) if len(steps) else None
+
+
+def focus_split(metrics: dict) -> str:
+    """The split evaluate's breakdowns describe: test, or val when there is no test split."""
+    return "test" if (metrics["model_a"].get("test") or {}).get("n") else "val"

@@ -1,0 +1,107 @@
+"""Section 5, Reproduce: the git state, the hashes dvc.lock records and the commands."""
+
+from __future__ import annotations
+
+import subprocess
+
+import yaml
+
+from agegender.layout import LOCK, REPORT_HTML, REPORT_MD
+from agegender.report.document import Block, Code, Heading, Table, Text
+from agegender.report.text import fmt
+
+
+def reproduce_section(params_text: str, epochs_a: int, learning_rate_b: float) -> list[Block]:
+    """`params_text` is params.yaml as is; the two numbers seed the example experiment."""
+    rows = lock_rows()
+    lock = (
+        [
+            Text("The data and models these results come from, as `dvc.lock` records them:"),
+            Table(["path", "role", "md5", "bytes"], rows),
+        ]
+        if rows
+        else [
+            Text(
+                "No `dvc.lock` here (the stages ran outside DVC), so there are no recorded hashes."
+            )
+        ]
+    )
+    commands = "\n".join(
+        [
+            "dvc pull                 # data and models from the DVC remote, if one is set up",
+            "dvc repro                # rerun every stage whose inputs changed, this report too",
+            f"dvc exp run -S model_a.fit.epochs={2 * epochs_a} -S "
+            f"model_b.phase2.learning_rate={learning_rate_b / 3:.2g}   # an experiment",
+            "dvc exp show             # experiments side by side",
+            "dvc metrics diff         # scores against the last commit",
+            "dvc params diff",
+            "dvc plots diff           # learning curves and evaluation plots",
+            "python -m stages.report  # this report only, from the outputs in place",
+        ]
+    )
+    return [
+        Heading(2, "5. Reproduce"),
+        Text(git_state()),
+        *lock,
+        Text("The exact parameters (`params.yaml`):"),
+        Code(params_text),
+        Text("To rerun or vary the pipeline:"),
+        Code(commands),
+    ]
+
+
+def git(*args: str) -> str | None:
+    """git's output, or None without git or outside a repository."""
+    try:
+        done = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=20, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout
+
+
+def git_state() -> str:
+    """The commit, and which tracked files differ from it (the report's own files aside)."""
+    head = git("rev-parse", "HEAD")
+    if head is None:
+        return "The git commit is unknown (no git, or not a git repository)."
+    # --no-optional-locks: reading the state must not rewrite the index
+    status = git("--no-optional-locks", "status", "--porcelain", "--untracked-files=no") or ""
+    ours = {REPORT_MD.as_posix(), REPORT_HTML.as_posix()}
+    changed = [line[3:] for line in status.splitlines() if line[3:] not in ours]
+    text = f"Git commit `{head.strip()}`"
+    if not changed:
+        return text + ", no uncommitted changes to tracked files."
+    shown_files = ", ".join(f"`{c}`" for c in changed[:10])
+    more = f" and {len(changed) - 10} more" if len(changed) > 10 else ""
+    return f"{text}, with uncommitted changes to {shown_files}{more}."
+
+
+def lock_rows() -> list[list[str]]:
+    """md5 of every data and model file dvc.lock records: what these numbers came from."""
+    if not LOCK.is_file():
+        return []
+    try:
+        lock = yaml.safe_load(LOCK.read_text()) or {}
+    except yaml.YAMLError:
+        return []
+    rows, seen = [], set()
+    for stage, entry in (lock.get("stages") or {}).items():
+        for kind in ("deps", "outs"):
+            for item in (entry or {}).get(kind) or []:
+                path = str(item.get("path", ""))
+                if path in seen or not path.startswith(("data/", "models/")):
+                    continue
+                seen.add(path)
+                role = f"output of {stage}" if kind == "outs" else f"input of {stage}"
+                size = item.get("size")
+                rows.append(
+                    [
+                        f"`{path}`",
+                        role,
+                        f"`{item.get('md5', '?')}`",
+                        fmt(size, "int") if size is not None else "–",
+                    ]
+                )
+    return rows

@@ -1,0 +1,170 @@
+"""The training-setup tables of sections 2 and 3: params.yaml in words."""
+
+from __future__ import annotations
+
+from agegender.backbones import BACKBONES
+from agegender.params import Fit, ModelA, ModelB
+from agegender.report.document import Block, Heading, Table, Text
+from agegender.utkface import MAX_AGE
+
+WARPS = {"rotation", "translation", "zoom"}  # applied together as one affine warp
+
+
+def fit_rows(fit: Fit) -> list[tuple[str, str]]:
+    """Optimizer, learning rate, epochs and batch size of one fit (or one phase)."""
+    schedule = (
+        "cosine decay to 0"
+        if fit.schedule == "cosine"
+        else f"x{fit.reduce_lr_factor:g} after {fit.reduce_lr_patience} epochs without "
+        f"val loss improvement"
+    )
+    return [
+        (
+            "optimizer",
+            fit.optimizer + (f", weight decay {fit.weight_decay:g}" if fit.weight_decay else ""),
+        ),
+        (
+            "learning rate",
+            f"{fit.learning_rate:g}, {schedule}"
+            + (f", after a {fit.warmup_epochs}-epoch linear warm-up" if fit.warmup_epochs else ""),
+        ),
+        (
+            "epochs",
+            f"up to {fit.epochs}, early stopping after {fit.early_stopping_patience} "
+            f"without improvement",
+        ),
+        ("batch size", str(fit.batch_size)),
+    ]
+
+
+def common_rows(
+    p: ModelA | ModelB, image_size: int, seed: int, deterministic: bool
+) -> list[list[str]]:
+    """The settings both models have: input, loss, age head, augmentation, seed."""
+    loss, aug = p.loss, p.augment
+    age_loss = (
+        f"dldl (KL to a Gaussian of {loss.age_sigma:g} years around the true age + L1 of the "
+        f"expectation)"
+        if loss.age == "dldl"
+        else loss.age
+    )
+    augment = [
+        name
+        for name in ("rotation", "translation", "zoom", "brightness", "contrast")
+        if getattr(aug, name)
+    ]
+    augment_text = (
+        ", ".join(
+            (["horizontal flip"] if aug.flip else [])
+            + [f"{name} {getattr(aug, name):g}" for name in augment]
+            + (["(rotation, translation and zoom in one warp)"] if WARPS & {*augment} else [])
+        )
+        or "none"
+    )
+    return [
+        ["input", f"{image_size} x {image_size} RGB, uint8 pixels"],
+        [
+            "loss",
+            f"{loss.gender_weight:g} x gender binary cross-entropy (label smoothing "
+            f"{loss.label_smoothing:g}) + {loss.age_weight:g} x age {age_loss}",
+        ],
+        [
+            "age head",
+            f"mean of a softmax over ages 0-{MAX_AGE}"
+            if p.age_head == "expectation"
+            else "one linear unit",
+        ],
+        ["augmentation (training only)", augment_text],
+        ["seed, deterministic ops", f"{seed}, {str(deterministic).lower()}"],
+    ]
+
+
+def setup_a(p: ModelA, common: list[list[str]], train: dict) -> list[Block]:
+    """Model A's layers and its one fit; `train` is its DVCLive metrics.json."""
+    rows = [
+        [
+            "trunk",
+            f"stem conv (stride {min(p.stem_stride, 2)}"
+            f"{', then 2x2 pool' if p.stem_stride == 4 else ''}), then conv blocks of "
+            f"{', '.join(map(str, p.trunk_filters))} filters",
+        ],
+        [
+            "age and gender branches",
+            f"conv blocks of {', '.join(map(str, p.branch_filters))} "
+            f"filters each, {p.pooling} pooling, dense {p.dense_units}",
+        ],
+        [
+            "blocks",
+            f"{p.convs_per_block} convs of {p.kernel_size}x{p.kernel_size}, "
+            f"batch norm {str(p.batch_norm).lower()}, spatial dropout "
+            f"{p.spatial_dropout:g}, max pool",
+        ],
+        ["regularisation", f"dropout {p.dropout:g}, L2 {p.l2:g}"],
+        *common,
+        *[list(row) for row in fit_rows(p.fit)],
+        ["epochs run", str(train.get("epochs", "–"))],
+    ]
+    return [Heading(3, "Model A: training setup"), Table(["setting", "value"], rows)]
+
+
+def weights_text(weights: str | None) -> str:
+    if weights == "imagenet":
+        return "ImageNet (keras.applications)"
+    if weights is None:
+        return "none: random initialisation, no transfer learning"
+    return f"file `{weights}`"
+
+
+def backbone_phrase(p: ModelB) -> str:
+    """'an ImageNet-pretrained MobileNetV2' and the like, for titles and sentences."""
+    name = BACKBONES[p.backbone].application
+    if p.weights == "imagenet":
+        return f"an ImageNet-pretrained {name}"
+    if p.weights is None:
+        return f"a randomly initialised {name}"
+    return f"a {name} with weights from `{p.weights}`"
+
+
+def setup_b(p: ModelB, common: list[list[str]], train: dict) -> list[Block]:
+    """Model B's backbone and heads, then its two phases side by side."""
+    spec = BACKBONES[p.backbone]
+    alpha = f", width multiplier alpha {p.alpha:g}" if spec.has_alpha else ""
+    rows = [
+        ["backbone", f"{spec.application} (`{p.backbone}`){alpha}, without its classifier"],
+        ["backbone weights", weights_text(p.weights)],
+        ["input scaling", f"`{spec.preprocess}` preprocessing, inside the model"],
+        ["features", f"{p.pooling} pooling, normalisation {p.norm}, dropout {p.dropout:g}"],
+        ["heads", f"age dense {p.age_units}, gender dense {p.gender_units}, dropout {p.dropout:g}"],
+        *common,
+    ]
+    unfreeze = (
+        "all backbone layers"
+        if p.phase2.unfreeze == "all"
+        else f"the top {p.phase2.unfreeze} backbone layers"
+    )
+    norm = {
+        "frozen": "BatchNorm frozen with ImageNet statistics",
+        "adapt": "BatchNorm frozen with statistics re-estimated on the training faces",
+        "train": f"BatchNorm re-estimated, then trained (momentum {p.bn_momentum:g})",
+    }[p.batch_norm]
+    first = "frozen" + (", heads trained on cached features" if p.phase1.cached_features else "")
+    phase_rows = [["backbone", first, f"{unfreeze} trainable; {norm}"]]
+    for (label, one), (_, two) in zip(fit_rows(p.phase1), fit_rows(p.phase2), strict=True):
+        phase_rows.append([label, one, two])
+    phase_rows.append(
+        [
+            "epochs run",
+            str(train.get("phase1", {}).get("epochs", "–")),
+            str(train.get("phase2", {}).get("epochs", "–")),
+        ]
+    )
+    return [
+        Heading(3, "Model B: training setup"),
+        Table(["setting", "value"], rows),
+        Text(
+            "Phase 1 trains the new heads on the frozen backbone; phase 2 unfreezes the "
+            "backbone and trains on at a lower learning rate. The weights kept are the best by "
+            "val loss over both phases."
+        ),
+        Table(["", "phase 1", "phase 2"], phase_rows),
+    ]

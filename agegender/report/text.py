@@ -1,0 +1,59 @@
+"""Numbers and words for the report: every value is printed through these few formats."""
+
+from __future__ import annotations
+
+import math
+
+# metrics.json key, table label, format. The formats keep every digit metrics.json has,
+# so the tables can be parsed back and compared exactly (tests/test_report.py does).
+SCORES = (
+    ("gender_accuracy", "gender accuracy", "pct"),
+    ("gender_f1", "gender F1 (female)", "4f"),
+    ("gender_auc", "gender ROC AUC", "4f"),
+    ("age_mae", "age MAE (years)", "3f"),
+    ("age_rmse", "age RMSE (years)", "3f"),
+    ("age_within_5", "age within 5 years", "pct"),
+    ("n", "faces", "int"),
+)
+
+
+def fmt(value: float | int | None, kind: str) -> str:
+    """A value as `kind` says: "pct", "int" or a float format such as "3f"; "–" if missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if kind == "pct":
+        return f"{100 * value:.2f}%"
+    if kind == "int":
+        return f"{int(value):,}"
+    return f"{value:.{kind}}"
+
+
+def fmt_gap(value: float | None, kind: str) -> str:
+    """A signed difference: percentage points for rates, the metric's unit otherwise."""
+    if value is None or kind == "int":
+        return "–" if value is None else ""
+    if kind == "pct":
+        return f"{100 * value:+.2f} pts"
+    return f"{value:+.{kind}}"
+
+
+def diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def join(words: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def seconds(value: float) -> str:
+    return f"{value:.0f} s" if value < 120 else f"{value:.0f} s ({value / 60:.1f} min)"
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def capital(text: str) -> str:
+    """Upper-case the first letter only ('the ensemble' -> 'The ensemble')."""
+    return text[:1].upper() + text[1:]

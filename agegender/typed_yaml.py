@@ -1,0 +1,146 @@
+"""YAML into typed, frozen dataclasses, strictly: the machinery behind params.py.
+
+Every field is checked against its type hint, no key may be unknown or missing, and each
+dataclass's own `check` runs; any problem is one ParamsError naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Literal, Union
+
+import yaml
+
+from agegender.errors import UserError
+
+
+class ParamsError(UserError):
+    """A key or value in params.yaml is wrong."""
+
+
+def need(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ParamsError(f"{key}: {problem}")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a duplicate key is an error, not the last one winning."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may override keys
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):  # super() reports it
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"duplicate key {key!r}; keep one", problem_mark=key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _convert(hint: object, value: object, key: str) -> object:
+    """Check `value` against the type hint `hint` and return it in that type."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key)
+    if origin is Literal:
+        options = typing.get_args(hint)
+        need(value in options, key, f"must be one of {list(options)}, got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        problems = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, key)
+            except ParamsError as error:
+                problems.append(str(error).split(": ", 1)[1])
+        raise ParamsError(f"{key}: {' or '.join(problems)}")
+    if origin is list:
+        need(isinstance(value, list), key, f"must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        need(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        need(ok, key, f"must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        need(ok, key, f"must be a number, got {value!r}")
+        with contextlib.suppress(OverflowError):  # an int too big for a float stays an int
+            value = float(value)
+        ok = isinstance(value, float) and math.isfinite(value)
+        need(ok, key, f"must be a finite number, got {value!r:.40}")
+        return value
+    if hint is str:
+        need(isinstance(value, str), key, f"must be a string, got {value!r}")
+        return value
+    raise TypeError(f"{key}: unsupported type hint {hint!r}")  # a bug here, not in the YAML
+
+
+def build(cls: type, raw: object, at: str = "") -> object:
+    """Build dataclass `cls` from a YAML mapping, strictly: no unknown, no missing keys."""
+    where = at or "params.yaml"
+    need(isinstance(raw, dict), where, f"must be a mapping, got {raw!r}")
+    assert isinstance(raw, dict)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        need(
+            key in names,
+            f"{at}.{key}" if at else str(key),
+            f"unknown key (expected one of {names})",
+        )
+    values = {}
+    for name in names:
+        key = f"{at}.{name}" if at else name
+        need(name in raw, key, "missing")
+        values[name] = _convert(hints[name], raw[name], key)
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        obj.check(at)
+    return obj
+
+
+def set_dotted(raw: dict, assignment: str) -> None:
+    """Apply one `key.path=value` override (value parsed as YAML), like `dvc exp run -S`."""
+    key, value = assignment.split("=", 1)
+    *path, last = key.split(".")
+    for part in path:
+        raw = raw[part]
+    raw[last] = yaml.safe_load(value)
+
+
+def read_yaml(path: Path) -> object:
+    """Parse a YAML file; a broken one is one line naming the file, line and column."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except UnicodeDecodeError as error:
+        raise ParamsError(
+            f"{path}: not a text file (byte {error.start} is not UTF-8); restore it from git"
+        ) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ParamsError(f"{path}{where}: not valid YAML ({problem})") from None

@@ -1,0 +1,94 @@
+"""dvc.yaml's deps follow from the imports: editing any module a stage runs reruns that stage.
+
+The imports are read from the source (every `import`, also those inside functions), so a
+lazy import cannot hide a dependency from DVC.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("agegender", "stages")
+
+
+def module_file(name: str) -> Path | None:
+    """The project file of a dotted module name, or None for other packages."""
+    if name.split(".")[0] not in PACKAGES:
+        return None
+    base = ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Dotted names a file imports, anywhere in it, with `from x import y` tried as x.y too."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from . import x / from .y import z
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def closure(start: Path) -> set[Path]:
+    """The project files a module runs: itself, what it imports, and their packages' __init__."""
+    seen: set[Path] = set()
+    todo = [start]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in imported_modules(path):
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__, a/b/__init__
+                found = module_file(".".join(parts[:i]))
+                if found is not None:
+                    todo.append(found)
+    return seen
+
+
+def stages() -> dict[str, dict]:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("stage", sorted(stages()))
+def test_deps_cover_every_module_the_stage_imports(stage):
+    spec = stages()[stage]
+    module = spec["cmd"].removeprefix("python -m ")
+    entry = module_file(module)
+    assert entry is not None, f"{stage}: cmd {spec['cmd']!r} is not `python -m stages.NAME`"
+    needed = {str(p.relative_to(ROOT)) for p in closure(entry)}
+    needed -= {"stages/__init__.py"}  # its docstring only; nothing a stage computes
+    missing = sorted(needed - set(spec["deps"]))
+    assert not missing, f"dvc.yaml stage {stage}: add to deps {missing}"
+
+
+@pytest.mark.parametrize("stage", sorted(stages()))
+def test_deps_name_no_module_the_stage_does_not_import(stage):
+    """A stale dep reruns a stage for nothing (and hides which files really matter)."""
+    spec = stages()[stage]
+    entry = module_file(spec["cmd"].removeprefix("python -m "))
+    needed = {str(p.relative_to(ROOT)) for p in closure(entry)}
+    code = {d for d in spec["deps"] if d.endswith(".py")}
+    assert not sorted(code - needed), f"dvc.yaml stage {stage}: drop {sorted(code - needed)}"
+
+
+def test_the_closure_follows_lazy_imports(tmp_path):
+    """An import inside a function counts: it runs when the stage calls that function."""
+    found = imported_modules(ROOT / "agegender" / "faces.py")
+    assert "cv2" in found  # faces.py imports OpenCV only inside functions
