@@ -66,15 +66,18 @@ def stages() -> dict[str, dict]:
     return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
+def needed(spec: dict) -> set[str]:
+    """The project files a stage's command runs, as dvc.yaml spells deps."""
+    entry = module_file(spec["cmd"].removeprefix("python -m "))
+    assert entry is not None, f"cmd {spec['cmd']!r} is not `python -m stages.NAME`"
+    files = {str(p.relative_to(ROOT)) for p in closure(entry)}
+    return files - {"stages/__init__.py"}  # its docstring only; nothing a stage computes
+
+
 @pytest.mark.parametrize("stage", sorted(stages()))
 def test_deps_cover_every_module_the_stage_imports(stage):
     spec = stages()[stage]
-    module = spec["cmd"].removeprefix("python -m ")
-    entry = module_file(module)
-    assert entry is not None, f"{stage}: cmd {spec['cmd']!r} is not `python -m stages.NAME`"
-    needed = {str(p.relative_to(ROOT)) for p in closure(entry)}
-    needed -= {"stages/__init__.py"}  # its docstring only; nothing a stage computes
-    missing = sorted(needed - set(spec["deps"]))
+    missing = sorted(needed(spec) - set(spec["deps"]))
     assert not missing, f"dvc.yaml stage {stage}: add to deps {missing}"
 
 
@@ -82,13 +85,11 @@ def test_deps_cover_every_module_the_stage_imports(stage):
 def test_deps_name_no_module_the_stage_does_not_import(stage):
     """A stale dep reruns a stage for nothing (and hides which files really matter)."""
     spec = stages()[stage]
-    entry = module_file(spec["cmd"].removeprefix("python -m "))
-    needed = {str(p.relative_to(ROOT)) for p in closure(entry)}
-    code = {d for d in spec["deps"] if d.endswith(".py")}
-    assert not sorted(code - needed), f"dvc.yaml stage {stage}: drop {sorted(code - needed)}"
+    stale = sorted({d for d in spec["deps"] if d.endswith(".py")} - needed(spec))
+    assert not stale, f"dvc.yaml stage {stage}: drop {stale}"
 
 
-def test_the_closure_follows_lazy_imports(tmp_path):
+def test_the_closure_follows_lazy_imports():
     """An import inside a function counts: it runs when the stage calls that function."""
     found = imported_modules(ROOT / "agegender" / "faces.py")
     assert "cv2" in found  # faces.py imports OpenCV only inside functions
