@@ -14,14 +14,14 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from agegender.errors import UserError, atomic_path, clean_stale_temps, write_text
-from agegender.layout import ARRAYS, FACES_CSV, PREPARED, SPLITS, SUMMARY
+from agegender.errors import UserError, clean_stale_temps, write_text
+from agegender.layout import FACES_CSV, PREPARED, SPLITS, SUMMARY
 
 OUTPUTS = (*SPLITS, FACES_CSV.name, SUMMARY.name)  # what one prepare run replaces, together
 
@@ -45,6 +45,9 @@ class Split:
         }
 
 
+ARRAYS = tuple(f.name for f in fields(Split))  # one .npy each per split
+
+
 def load_split(name: str, folder: Path = PREPARED) -> Split:
     path = Path(folder) / name
     if not path.is_dir():
@@ -64,12 +67,13 @@ def load_split(name: str, folder: Path = PREPARED) -> Split:
     return Split(arrays["images"], **labels)
 
 
-def save_split(folder: Path, **arrays: np.ndarray) -> None:
-    """One .npy per array, each written to a temporary file and renamed into place."""
+def save_split(folder: Path, split: Split) -> None:
+    """One .npy per array. Called on a staging folder that is published whole, so a file
+    needs no temporary name of its own."""
     folder.mkdir(parents=True, exist_ok=True)
-    for key, array in arrays.items():
-        with atomic_path(folder / f"{key}.npy") as tmp, open(tmp, "wb") as handle:
-            np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
+    for key in ARRAYS:
+        array = np.ascontiguousarray(getattr(split, key))
+        np.save(folder / f"{key}.npy", array, allow_pickle=False)
 
 
 @contextlib.contextmanager
@@ -114,14 +118,14 @@ def write_prepared(faces: pd.DataFrame, images: np.ndarray, summary: dict) -> No
     try:
         for name in SPLITS:
             rows = faces.index[faces.split == name].to_numpy()
-            save_split(
-                staging / name,
+            split = Split(
                 images=images[rows],
                 age=faces.age.to_numpy()[rows].astype(np.int16),
                 gender=faces.gender.to_numpy()[rows].astype(np.int8),
                 race=faces.race.to_numpy()[rows].astype(np.int8),
                 name=np.array(faces.name.to_numpy()[rows], dtype=str),
             )
+            save_split(staging / name, split)
         columns = ["name", "sha256", "age", "gender", "race", "status", "reason", "split"]
         csv = faces[columns].to_csv(index=False, lineterminator="\n")
         write_text(staging / FACES_CSV.name, csv)

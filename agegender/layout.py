@@ -12,7 +12,6 @@ from pathlib import Path
 
 SPLITS = ("train", "val", "test")
 SPLIT_NAMES = (*SPLITS, "unused")  # faces.csv's split column: "unused" = never sampled
-ARRAYS = ("images", "age", "gender", "race", "name")  # one .npy each per split
 
 PREPARED = Path("data/prepared")  # stage prepare: data/prepared/<split>/<array>.npy
 SUMMARY = PREPARED / "summary.json"
@@ -53,6 +52,11 @@ ENSEMBLE = Model("ensemble", "Ensemble", "the ensemble", "ensemble")
 
 TRAINED = {m.key: m for m in (MODEL_A, MODEL_B)}  # the models a stage trains and saves
 MODELS = {**TRAINED, ENSEMBLE.key: ENSEMBLE}  # what evaluate scores: both, then their mean
+
+
+def focus_split(test_faces: int) -> str:
+    """The split the breakdowns and the report describe: test, or val when there is none."""
+    return "test" if test_faces else "val"
 
 
 def buckets_csv(model: str) -> Path:

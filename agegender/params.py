@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from agegender.backbones import BACKBONES
-from agegender.typed_yaml import ParamsError, build, read_yaml
-from agegender.typed_yaml import need as _need
+from agegender.typed_yaml import ParamsError, build, need, read_yaml
 
 PARAMS_FILE = Path("params.yaml")
 SEED_MAX = 2**32 - 1  # NumPy's and TensorFlow's seeds are 32-bit
@@ -28,17 +27,17 @@ class Data:
     test_size: int  # cap on the held-out test split (0 disables it)
 
     def check(self, at: str) -> None:
-        _need(self.raw.strip() != "", f"{at}.raw", "is empty; set it to data/raw/UTKFace.tar.gz")
-        _need(self.image_size >= 32, f"{at}.image_size", f"must be >= 32, got {self.image_size}")
-        _need(self.image_size <= 512, f"{at}.image_size", f"must be <= 512, got {self.image_size}")
-        _need(self.subset_size >= 2, f"{at}.subset_size", f"must be >= 2, got {self.subset_size}")
-        _need(self.val_size >= 1, f"{at}.val_size", f"must be >= 1, got {self.val_size}")
-        _need(
+        need(self.raw.strip() != "", f"{at}.raw", "is empty; set it to data/raw/UTKFace.tar.gz")
+        need(self.image_size >= 32, f"{at}.image_size", f"must be >= 32, got {self.image_size}")
+        need(self.image_size <= 512, f"{at}.image_size", f"must be <= 512, got {self.image_size}")
+        need(self.subset_size >= 2, f"{at}.subset_size", f"must be >= 2, got {self.subset_size}")
+        need(self.val_size >= 1, f"{at}.val_size", f"must be >= 1, got {self.val_size}")
+        need(
             self.val_size < self.subset_size,
             f"{at}.val_size",
             f"must be smaller than data.subset_size ({self.subset_size}), got {self.val_size}",
         )
-        _need(self.test_size >= 0, f"{at}.test_size", f"must be >= 0, got {self.test_size}")
+        need(self.test_size >= 0, f"{at}.test_size", f"must be >= 0, got {self.test_size}")
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class Augment:
     def check(self, at: str) -> None:
         for name in ("rotation", "translation", "zoom", "brightness", "contrast"):
             value = getattr(self, name)
-            _need(0 <= value < 1, f"{at}.{name}", f"must be in [0, 1), got {value}")
+            need(0 <= value < 1, f"{at}.{name}", f"must be in [0, 1), got {value}")
 
 
 @dataclass(frozen=True)
@@ -69,23 +68,23 @@ class Loss:
     label_smoothing: float
 
     def check(self, at: str) -> None:
-        _need(self.age_weight >= 0, f"{at}.age_weight", f"must be >= 0, got {self.age_weight}")
-        _need(
+        need(self.age_weight >= 0, f"{at}.age_weight", f"must be >= 0, got {self.age_weight}")
+        need(
             self.gender_weight >= 0,
             f"{at}.gender_weight",
             f"must be >= 0, got {self.gender_weight}",
         )
-        _need(
+        need(
             self.age_weight + self.gender_weight > 0,
             f"{at}.age_weight",
             "age_weight and gender_weight cannot both be 0",
         )
-        _need(
+        need(
             0.5 <= self.age_sigma <= 20,
             f"{at}.age_sigma",
             f"must be in [0.5, 20] years, got {self.age_sigma}",
         )
-        _need(
+        need(
             0 <= self.label_smoothing < 0.5,
             f"{at}.label_smoothing",
             f"must be in [0, 0.5), got {self.label_smoothing}",
@@ -108,37 +107,35 @@ class Fit:
     early_stopping_patience: int
 
     def check(self, at: str) -> None:
-        _need(
+        need(
             0 < self.learning_rate < 1,
             f"{at}.learning_rate",
             f"must be in (0, 1), got {self.learning_rate}",
         )
-        _need(
-            self.weight_decay >= 0, f"{at}.weight_decay", f"must be >= 0, got {self.weight_decay}"
-        )
-        _need(self.batch_size >= 1, f"{at}.batch_size", f"must be >= 1, got {self.batch_size}")
-        _need(self.epochs >= 0, f"{at}.epochs", f"must be >= 0, got {self.epochs}")
-        _need(
+        need(self.weight_decay >= 0, f"{at}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        need(self.batch_size >= 1, f"{at}.batch_size", f"must be >= 1, got {self.batch_size}")
+        need(self.epochs >= 0, f"{at}.epochs", f"must be >= 0, got {self.epochs}")
+        need(
             0 <= self.warmup_epochs <= max(self.epochs - 1, 0),
             f"{at}.warmup_epochs",
             f"must be in [0, epochs - 1], got {self.warmup_epochs}",
         )
-        _need(
+        need(
             self.warmup_epochs == 0 or self.schedule == "cosine",
             f"{at}.warmup_epochs",
             "needs schedule: cosine (set it to 0 for plateau)",
         )
-        _need(
+        need(
             0 < self.reduce_lr_factor < 1,
             f"{at}.reduce_lr_factor",
             f"must be in (0, 1), got {self.reduce_lr_factor}",
         )
-        _need(
+        need(
             self.reduce_lr_patience >= 1,
             f"{at}.reduce_lr_patience",
             f"must be >= 1, got {self.reduce_lr_patience}",
         )
-        _need(
+        need(
             self.early_stopping_patience >= 1,
             f"{at}.early_stopping_patience",
             f"must be >= 1, got {self.early_stopping_patience}",
@@ -164,22 +161,22 @@ class ModelA:
     fit: Fit
 
     def check(self, at: str) -> None:
-        _need(len(self.trunk_filters) >= 1, f"{at}.trunk_filters", "needs at least one block")
+        need(len(self.trunk_filters) >= 1, f"{at}.trunk_filters", "needs at least one block")
         for name in ("trunk_filters", "branch_filters"):
             values = getattr(self, name)
-            _need(all(v >= 1 for v in values), f"{at}.{name}", f"must be positive, got {values}")
-        _need(self.convs_per_block >= 1, f"{at}.convs_per_block", "must be >= 1")
-        _need(self.kernel_size in (1, 3, 5, 7), f"{at}.kernel_size", "must be 1, 3, 5 or 7")
-        _need(self.stem_stride in (1, 2, 4), f"{at}.stem_stride", "must be 1, 2 or 4")
-        _need(self.dense_units >= 1, f"{at}.dense_units", "must be >= 1")
-        _need(0 <= self.spatial_dropout < 1, f"{at}.spatial_dropout", "must be in [0, 1)")
-        _need(0 <= self.dropout < 1, f"{at}.dropout", "must be in [0, 1)")
-        _need(self.l2 >= 0, f"{at}.l2", "must be >= 0")
+            need(all(v >= 1 for v in values), f"{at}.{name}", f"must be positive, got {values}")
+        need(self.convs_per_block >= 1, f"{at}.convs_per_block", "must be >= 1")
+        need(self.kernel_size in (1, 3, 5, 7), f"{at}.kernel_size", "must be 1, 3, 5 or 7")
+        need(self.stem_stride in (1, 2, 4), f"{at}.stem_stride", "must be 1, 2 or 4")
+        need(self.dense_units >= 1, f"{at}.dense_units", "must be >= 1")
+        need(0 <= self.spatial_dropout < 1, f"{at}.spatial_dropout", "must be in [0, 1)")
+        need(0 <= self.dropout < 1, f"{at}.dropout", "must be in [0, 1)")
+        need(self.l2 >= 0, f"{at}.l2", "must be >= 0")
         _check_dldl(self.loss, self.age_head, at)
 
 
 def _check_dldl(loss: Loss, age_head: str, at: str) -> None:
-    _need(
+    need(
         loss.age != "dldl" or age_head == "expectation",
         f"{at}.loss.age",
         "dldl trains an age distribution: it needs age_head: expectation",
@@ -200,7 +197,7 @@ class Phase2(Fit):
     def check(self, at: str) -> None:
         super().check(at)
         if self.unfreeze != "all":
-            _need(
+            need(
                 self.unfreeze >= 0, f"{at}.unfreeze", f"must be >= 0 or 'all', got {self.unfreeze}"
             )
 
@@ -226,22 +223,22 @@ class ModelB:
     phase2: Phase2
 
     def check(self, at: str) -> None:
-        _need(
+        need(
             self.backbone in BACKBONES,
             f"{at}.backbone",
             f"unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}",
         )
-        _need(self.alpha > 0, f"{at}.alpha", f"must be > 0, got {self.alpha}")
-        _need(
+        need(self.alpha > 0, f"{at}.alpha", f"must be > 0, got {self.alpha}")
+        need(
             0 <= self.bn_momentum < 1,
             f"{at}.bn_momentum",
             f"must be in [0, 1), got {self.bn_momentum}",
         )
         _check_dldl(self.loss, self.age_head, at)
-        _need(0 <= self.dropout < 1, f"{at}.dropout", "must be in [0, 1)")
+        need(0 <= self.dropout < 1, f"{at}.dropout", "must be in [0, 1)")
         for name in ("age_units", "gender_units"):
             values = getattr(self, name)
-            _need(all(v >= 1 for v in values), f"{at}.{name}", f"must be positive, got {values}")
+            need(all(v >= 1 for v in values), f"{at}.{name}", f"must be positive, got {values}")
         if self.weights not in (None, "imagenet"):
             check_weights_file(self.weights, f"{at}.weights")
 
@@ -258,7 +255,7 @@ class Evaluate:
     batch_size: int
 
     def check(self, at: str) -> None:
-        _need(self.batch_size >= 1, f"{at}.batch_size", "must be >= 1")
+        need(self.batch_size >= 1, f"{at}.batch_size", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -266,7 +263,7 @@ class Report:
     worst_faces: int  # thumbnails of the worst age predictions (DVC-cached, never in git)
 
     def check(self, at: str) -> None:
-        _need(self.worst_faces >= 0, f"{at}.worst_faces", "must be >= 0")
+        need(self.worst_faces >= 0, f"{at}.worst_faces", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -284,7 +281,7 @@ class Params:
         a = self.model_a
         blocks = len(a.trunk_filters) + len(a.branch_filters)
         shrink = a.stem_stride * 2**blocks
-        _need(
+        need(
             self.data.image_size >= shrink,
             "data.image_size",
             f"must be >= {shrink} for model_a (stem_stride {a.stem_stride} and {blocks} pooling "
@@ -297,8 +294,8 @@ def check_weights_file(path: str, key: str) -> None:
     import h5py  # installed with Keras; only this check needs it
 
     fix = "give 'imagenet', an HDF5 weights file (.h5), or null"
-    _need(Path(path).is_file(), key, f"file {path!r} not found; {fix}")
-    _need(h5py.is_hdf5(path), key, f"file {path!r} is not an HDF5 weights file; {fix}")
+    need(Path(path).is_file(), key, f"file {path!r} not found; {fix}")
+    need(h5py.is_hdf5(path), key, f"file {path!r} is not an HDF5 weights file; {fix}")
     try:
         h5py.File(path, "r").close()
     except OSError as error:
@@ -318,7 +315,7 @@ def load(path: Path | str = PARAMS_FILE) -> Params:
     try:
         params: Params = build(Params, raw)  # type: ignore[assignment]
         seed = params.seed
-        _need(0 <= seed <= SEED_MAX, "seed", f"must be in [0, {SEED_MAX}], got {seed}")
+        need(0 <= seed <= SEED_MAX, "seed", f"must be in [0, {SEED_MAX}], got {seed}")
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None
     return params

@@ -1,9 +1,9 @@
 """Each stage's wall time from a clean run, and the time of a no-op `dvc repro`.
 
-    python benchmarks/pipeline_times.py          # forces every stage: about 45 min at defaults
+    python benchmarks/pipeline_times.py          # forces every stage: about 35-40 min at defaults
     python benchmarks/pipeline_times.py --noop   # only the no-op repro (target <= 3 s)
 
-Targets on 2 CPU cores: the whole default pipeline <= 45 min; a no-op repro <= 3 s.
+Targets on 2 CPU cores: the whole default pipeline <= 40 min; a no-op repro <= 3 s.
 """
 
 from __future__ import annotations

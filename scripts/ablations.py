@@ -5,7 +5,8 @@
 
 `gpu_screen.jsonl` comes from benchmarks/screen_recipes.py; `cpu_runs.jsonl` from
 `dvc exp show`: the last commits and the experiments `dvc exp run` left on them (`collect`
-keeps them in git, since experiments are local refs that a clone does not have).
+keeps them in git, since experiments are local refs that a clone does not have, and keeps
+the rows of older commits already there).
 """
 
 from __future__ import annotations
@@ -45,13 +46,22 @@ def collect(commits: int = 3) -> None:
             for rev in exp.get("revs") or []:
                 rows += _rows(rev["data"], commit["data"], f"exp {rev.get('name') or ''}")
     out = FOLDER / "cpu_runs.jsonl"
-    out.write_text("".join(json.dumps(row) + "\n" for row in reversed(rows)))
-    print(f"{len(rows)} rows -> {out}")
+    old = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    merged = merge(old, list(reversed(rows)))
+    out.write_text("".join(json.dumps(row) + "\n" for row in merged))
+    print(f"{len(rows)} rows from dvc exp show, {len(merged)} in all -> {out}")
+
+
+def merge(old: list[dict], new: list[dict]) -> list[dict]:
+    """The old rows (older commits fall out of `dvc exp show -n`), then the new ones; a new
+    row replaces an old one of the same recipe and stage."""
+    fresh = {(row["name"], row["stage"]) for row in new}
+    return [row for row in old if (row["name"], row["stage"]) not in fresh] + new
 
 
 def _rows(data: dict, base: dict, name: str) -> list[dict]:
     params, before = _params(data), _params(base)
-    metrics = ((data.get("metrics") or {}).get(METRICS) or {}).get("data")
+    metrics, base_metrics = _metrics(data), _metrics(base)
     if not metrics:
         return []
     rows = []
@@ -60,6 +70,8 @@ def _rows(data: dict, base: dict, name: str) -> list[dict]:
             k: v for k, v in params.items() if k.startswith(f"{model}.") and before.get(k) != v
         }
         scores = metrics[model]
+        if not changed and scores == base_metrics.get(model):
+            continue  # neither its params nor its scores moved: nothing to compare
         rows.append(
             {
                 "name": name,
@@ -73,6 +85,10 @@ def _rows(data: dict, base: dict, name: str) -> list[dict]:
             }
         )
     return rows
+
+
+def _metrics(data: dict) -> dict:
+    return ((data.get("metrics") or {}).get(METRICS) or {}).get("data") or {}
 
 
 def _params(data: dict) -> dict:

@@ -22,6 +22,29 @@ STUDY = {
 }
 
 
+# Issue 13's goals on the test split, flip-averaged: (gender accuracy at least, age MAE at most).
+GOALS = {"model_a": (0.920, 6.2), "model_b": (0.915, 6.1), "ensemble": (0.925, 5.8)}
+
+
+def goals_sentence(metrics: dict) -> str:
+    """Each model's test scores against its goals, and how many of the goals are met."""
+    if not metrics["model_a"]["test"]["n"]:
+        return "No test split (data.test_size is 0): the goals are on test."
+    parts, met = [], 0
+    for model, (gender, mae) in GOALS.items():
+        m = metrics[model]["test"]
+        met += (m["gender_accuracy"] >= gender) + (m["age_mae"] <= mae)
+        short = model[-1].upper() if model != "ensemble" else "ensemble"
+        parts.append(
+            f"{short} {m['gender_accuracy']:.1%} / {m['age_mae']:.2f} (goal {gender:.1%} / {mae})"
+        )
+    n = metrics["model_a"]["test"]["n"]
+    return (
+        f"Against the goals on the {n:,} unseen test faces (gender accuracy / age MAE in "
+        f"years, flip-averaged): {', '.join(parts)}; {met} of the {2 * len(GOALS)} goals met."
+    )
+
+
 def names(backbone: str) -> dict[str, str]:
     """Row labels; model B's names the backbone params.yaml chose."""
     return {
@@ -62,7 +85,7 @@ def main() -> None:
     body = (
         f"{start}{marker_line}\n{table(metrics, backbone)}\n\n"
         "`val` is the 1,000-face validation split (used for early stopping); `test` holds "
-        f"faces no model saw during training.\n{end}"
+        f"faces no model saw during training.\n\n{goals_sentence(metrics)}\n{end}"
     )
     README.write_text(head + body + tail)
     print(re.sub(r"\n+", "\n", table(metrics, backbone)))

@@ -20,6 +20,7 @@ from agegender.errors import run, write_text
 from agegender.inference import load, predict
 from agegender.layout import (
     BREAKDOWN,
+    ENSEMBLE,
     METRICS,
     MODELS,
     OTHER_TTA,
@@ -27,6 +28,7 @@ from agegender.layout import (
     SPLITS,
     TRAINED,
     buckets_csv,
+    focus_split,
 )
 from agegender.metrics import breakdown, scores
 
@@ -35,7 +37,7 @@ def main() -> None:
     params = P.load()
     flip = params.evaluate.flip_tta
     splits = {name: load_split(name) for name in SPLITS}
-    focus = "test" if len(splits["test"]) else "val"  # the split the breakdowns describe
+    focus = focus_split(len(splits["test"]))
     preds: dict[str, dict[str, np.ndarray]] = {}  # model -> split -> (N, 2)
     other: dict[str, dict[str, np.ndarray]] = {}  # the same with the other flip setting
     for key, info in TRAINED.items():
@@ -51,7 +53,7 @@ def main() -> None:
                 f"evaluate: {key} on {name}: {len(split)} faces, {rate:.0f} faces/s (x2 for flip)"
             )
     for table in (preds, other):
-        table["ensemble"] = {s: (table["model_a"][s] + table["model_b"][s]) / 2 for s in SPLITS}
+        table[ENSEMBLE.key] = {s: np.mean([table[k][s] for k in TRAINED], axis=0) for s in SPLITS}
 
     def report(table: dict) -> dict:
         return {

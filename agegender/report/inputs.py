@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from agegender import layout
 from agegender.errors import UserError
-from agegender.layout import BREAKDOWN, METRICS, OTHER_TTA, PREDICTIONS, SUMMARY, TRAINED
+from agegender.layout import (
+    BREAKDOWN,
+    METRICS,
+    MODEL_A,
+    OTHER_TTA,
+    PREDICTIONS,
+    SUMMARY,
+    TRAINED,
+)
 
 
 def read_json(path: Path, stage: str) -> dict:
@@ -70,5 +79,5 @@ def phase2_start(folder: Path) -> int | None:
 
 
 def focus_split(metrics: dict) -> str:
-    """The split evaluate's breakdowns describe: test, or val when there is no test split."""
-    return "test" if (metrics["model_a"].get("test") or {}).get("n") else "val"
+    """The split evaluate's breakdowns describe (layout.focus_split, from the test count)."""
+    return layout.focus_split((metrics[MODEL_A.key].get("test") or {}).get("n", 0))

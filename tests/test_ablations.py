@@ -1,0 +1,38 @@
+"""scripts/ablations.py: rows of the README's ablation table from `dvc exp show` data."""
+
+from __future__ import annotations
+
+from scripts.ablations import _rows, merge
+
+
+def exp_data(params: dict, a: tuple[float, float], b: tuple[float, float]) -> dict:
+    """One revision as `dvc exp show --json` gives it: its params and metrics.json."""
+
+    def scores(gender: float, age: float) -> dict:
+        split = {"gender_accuracy": gender, "age_mae": age}
+        return {"val": split, "test": split}
+
+    return {
+        "params": {"params.yaml": {"data": params}},
+        "metrics": {
+            "reports/metrics.json": {"data": {"model_a": scores(*a), "model_b": scores(*b)}}
+        },
+    }
+
+
+def test_rows_name_the_changed_params_and_skip_models_that_did_not_move():
+    defaults = {"model_a": {"dropout": 0.1}, "model_b": {"dropout": 0.3}}
+    base = exp_data(defaults, (0.9, 6), (0.8, 7))
+    run = exp_data({**defaults, "model_b": {"dropout": 0.5}}, (0.9, 6), (0.85, 6))
+    rows = _rows(run, base, "exp drop")
+    assert [(r["stage"], r["set"]) for r in rows] == [("train_b", {"model_b.dropout": 0.5})]
+    assert rows[0]["val_gender_accuracy"] == 0.85 and rows[0]["test_age_mae"] == 6
+    # code changed, params did not: a row only for the model whose scores moved
+    moved = exp_data(defaults, (0.91, 6), (0.8, 7))
+    assert [(r["stage"], r["set"]) for r in _rows(moved, base, "commit x")] == [("train_a", {})]
+
+
+def test_merge_keeps_older_rows_and_replaces_a_rerun_recipe():
+    old = [{"name": "commit 1", "stage": "train_a", "v": 1}, {"name": "exp", "stage": "train_b"}]
+    new = [{"name": "commit 1", "stage": "train_a", "v": 2}, {"name": "commit 2", "stage": "x"}]
+    assert merge(old, new) == [old[1], *new]
