@@ -11,7 +11,7 @@ from pathlib import Path
 
 from agegender import params as P
 from agegender.backbones import BACKBONES
-from agegender.layout import METRICS
+from agegender.layout import METRICS, MODEL_A, MODELS
 
 README = Path("README.md")
 # The study's best reported validation numbers (university reports, 5,000 faces).
@@ -28,17 +28,17 @@ GOALS = {"model_a": (0.920, 6.2), "model_b": (0.915, 6.1), "ensemble": (0.925, 5
 
 def goals_sentence(metrics: dict) -> str:
     """Each model's test scores against its goals, and how many of the goals are met."""
-    if not metrics["model_a"]["test"]["n"]:
+    n = metrics[MODEL_A.key]["test"]["n"]
+    if not n:
         return "No test split (data.test_size is 0): the goals are on test."
     parts, met = [], 0
     for model, (gender, mae) in GOALS.items():
         m = metrics[model]["test"]
         met += (m["gender_accuracy"] >= gender) + (m["age_mae"] <= mae)
-        short = model[-1].upper() if model != "ensemble" else "ensemble"
         parts.append(
-            f"{short} {m['gender_accuracy']:.1%} / {m['age_mae']:.2f} (goal {gender:.1%} / {mae})"
+            f"{MODELS[model].short} {m['gender_accuracy']:.1%} / {m['age_mae']:.2f} "
+            f"(goal {gender:.1%} / {mae})"
         )
-    n = metrics["model_a"]["test"]["n"]
     return (
         f"Against the goals on the {n:,} unseen test faces (gender accuracy / age MAE in "
         f"years, flip-averaged): {', '.join(parts)}; {met} of the {2 * len(GOALS)} goals met."
