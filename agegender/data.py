@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agegender.errors import UserError, clean_stale_temps, write_text
+from agegender.errors import (
+    UserError,
+    clean_stale_temps,
+    temp_prefix,
+    write_failure,
+    write_text,
+)
 from agegender.layout import FACES_CSV, PREPARED, SPLITS, SUMMARY
 
 OUTPUTS = (*SPLITS, FACES_CSV.name, SUMMARY.name)  # what one prepare run replaces, together
@@ -65,6 +71,16 @@ def load_split(name: str, folder: Path = PREPARED) -> Split:
     if any(len(v) != len(arrays["images"]) for v in labels.values()):
         raise UserError(f"{path}: its arrays differ in length; rerun `dvc repro prepare`")
     return Split(arrays["images"], **labels)
+
+
+def check_side(split: Split, side: int, name: str, wanted_by: str) -> None:
+    """Prepared images of one size and a model or params of another: say so, not a Keras
+    shape error (a stage run directly after a change of data.image_size)."""
+    if len(split) and split.images.shape[1] != side:
+        raise UserError(
+            f"{PREPARED / name} holds {split.images.shape[1]} px images but {wanted_by} is "
+            f"{side} px; run `dvc repro`, which prepares them again"
+        )
 
 
 def save_split(folder: Path, split: Split) -> None:
@@ -114,7 +130,7 @@ def write_prepared(faces: pd.DataFrame, images: np.ndarray, summary: dict) -> No
     folder of a killed run is removed by the next."""
     clean_stale_temps(PREPARED)
     PREPARED.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{PREPARED.name}.", dir=PREPARED.parent))
+    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(PREPARED), dir=PREPARED.parent))
     try:
         for name in SPLITS:
             rows = faces.index[faces.split == name].to_numpy()
@@ -131,5 +147,10 @@ def write_prepared(faces: pd.DataFrame, images: np.ndarray, summary: dict) -> No
         write_text(staging / FACES_CSV.name, csv)
         write_text(staging / SUMMARY.name, json.dumps(summary, indent=2) + "\n")
         publish(staging, PREPARED, OUTPUTS)
+    except OSError as error:  # the old outputs are untouched; say why in one line
+        failure = write_failure(error, PREPARED)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)

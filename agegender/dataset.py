@@ -120,6 +120,13 @@ def stratified_take(
 def split(faces: pd.DataFrame, data: P.Data, seed: int) -> pd.Series:
     """Seeded subset -> train/val, and a test split from the usable faces left over."""
     usable = faces.index[faces.status == "ok"].to_numpy()
+    if len(usable) == 0:
+        counts = faces.status.value_counts()
+        by_status = ", ".join(f"{s} {counts[s]}" for s in STATUSES if counts.get(s, 0))
+        raise UserError(
+            f"{data.raw}: holds no usable face ({len(faces)} files: {by_status}); see the "
+            f"README's Data section for the names and formats prepare reads"
+        )
     if len(usable) < data.subset_size:
         raise UserError(
             f"params.yaml: data.subset_size is {data.subset_size} but {data.raw} has only "

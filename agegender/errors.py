@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -15,6 +16,48 @@ from pathlib import Path
 
 class UserError(Exception):
     """Bad input the user can fix; the message names the file or param and what to do."""
+
+
+# Write failures the machine causes, not the code: said in one line, never a traceback.
+WRITE_FAILURES = {
+    errno.ENOSPC: "no space left on the device; free some and rerun",
+    errno.EDQUOT: "disk quota exceeded; free some and rerun",
+    errno.EROFS: "the file system is read-only; make it writable or run elsewhere",
+    errno.EACCES: "permission denied; make it writable",
+    errno.EPERM: "permission denied; make it writable",
+    errno.EFBIG: "file too large for this system's limit (ulimit -f); raise the limit",
+}
+
+
+SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")  # numpy's tofile: no errno
+
+
+def write_failure(error: OSError, path: Path | str | None = None) -> UserError | None:
+    """The one-line UserError for a failed write, or None if `error` is not one."""
+    if error.errno in WRITE_FAILURES:
+        cause = WRITE_FAILURES[error.errno]
+    elif error.errno is None and SHORT_WRITE.search(str(error)):
+        cause = "the write stopped short: the disk is full or a file-size limit (ulimit -f) hit"
+    else:
+        return None
+    where = path or error.filename or "an output file"
+    return UserError(f"cannot write {where}: {cause}")
+
+
+def check_writable(*folders: Path | str) -> None:
+    """Fail now, not after an hour of training, where an output cannot be written."""
+    for folder in map(Path, folders):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder) as probe:
+                probe.write(b"\0" * 4096)
+                probe.flush()
+                os.fsync(probe.fileno())
+        except OSError as error:
+            failure = write_failure(error, folder)
+            if failure is None:
+                raise
+            raise failure from None
 
 
 _interrupted: list[int] = []
@@ -37,6 +80,12 @@ def run(main: Callable[[], None]) -> None:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:
+        failure = write_failure(error)
+        if failure is None:
+            raise
+        print(f"error: {failure}", file=sys.stderr)
+        sys.exit(2)
     except BaseException:
         if not _interrupted:
             raise
@@ -44,18 +93,38 @@ def run(main: Callable[[], None]) -> None:
         sys.exit(130)
 
 
+def temp_prefix(path: Path) -> str:
+    """`.{stem}.{pid}.`: the owner's pid in the name tells a live run's temporary from one a
+    killed run left."""
+    return f".{path.stem}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def clean_stale_temps(path: Path | str) -> None:
     """Remove the temporaries a killed run left beside `path` (see atomic_path).
 
-    Only names tempfile makes from this path's name are touched: `.{stem}.` + 8 random
-    characters + the suffix.
+    Only names tempfile makes from this path's name (`.{stem}.{pid}.` + 8 random characters
+    + the suffix) are touched, and only where that pid is gone: a run started a second
+    later leaves the first one's files alone.
     """
     path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.stem)}\.[a-z0-9_]{{8}}{re.escape(path.suffix)}")
+    pattern = re.compile(
+        rf"\.{re.escape(path.stem)}\.(\d+)\.[a-z0-9_]{{8}}{re.escape(path.suffix)}"
+    )
     if not path.parent.is_dir():
         return
     for stale in path.parent.iterdir():
-        if not pattern.fullmatch(stale.name):
+        match = pattern.fullmatch(stale.name)
+        if not match or _alive(int(match.group(1))):
             continue
         if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
@@ -79,13 +148,18 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=path.suffix, dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as error:
+        failure = write_failure(error, path)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import keras
 
-from agegender.errors import atomic_path
+from agegender.errors import UserError, atomic_path
 
 
 def export(model: keras.Model, folder: Path) -> None:
@@ -22,6 +22,8 @@ def export(model: keras.Model, folder: Path) -> None:
     """
     import tensorflow as tf
 
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--export {folder}: is a file; give a folder (new or existing)")
     folder.mkdir(parents=True, exist_ok=True)
     saved, tmp = folder / "saved_model", folder / ".saved_model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -17,9 +17,12 @@ PREPARED = Path("data/prepared")  # stage prepare: data/prepared/<split>/<array>
 SUMMARY = PREPARED / "summary.json"
 FACES_CSV = PREPARED / "faces.csv"
 
+TEACHER = Path("data/teacher")  # stage teach: model B's age.npy and gender.npy on train
+
 METRICS = Path("reports/metrics.json")  # stage evaluate
 EVAL = Path("reports/eval")
 OTHER_TTA = EVAL / "other_tta.json"
+ENSEMBLE_WEIGHTS = EVAL / "ensemble.json"  # each model's weight per task, chosen on val
 BREAKDOWN = EVAL / "breakdown.csv"
 PREDICTIONS = EVAL / "predictions.csv"
 

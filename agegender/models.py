@@ -13,13 +13,14 @@ from serving. Keras 3 only: the same code runs on TensorFlow, JAX and PyTorch.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
+from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers
 
+from agegender import tfjs_graph
 from agegender.augment import augment
 from agegender.backbones import BACKBONES
 from agegender.errors import UserError
@@ -163,10 +164,6 @@ def build_model_a(p: ModelA, image_size: int, seed: int, serving: bool = False) 
 # --- model B ------------------------------------------------------------------------------
 
 
-def keras_cache_dir() -> str:
-    return os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "models")
-
-
 def build_backbone(p: ModelB) -> keras.Model:
     """The backbone without its classifier, for any input size.
 
@@ -175,17 +172,18 @@ def build_backbone(p: ModelB) -> keras.Model:
     rarely in the cache.
     """
     spec = BACKBONES[p.backbone]
-    kwargs = {"include_top": False, "weights": p.weights, "input_shape": (None, None, 3)}
+    weights = p.pretrained
+    kwargs = {"include_top": False, "weights": weights, "input_shape": (None, None, 3)}
     if spec.has_alpha:
         kwargs["alpha"] = p.alpha
     application = getattr(keras.applications, spec.application)
     try:
         return application(**kwargs)
     except Exception as error:
-        if p.weights != "imagenet" or "URL fetch failure" not in str(error):
+        if weights != "imagenet" or "URL fetch failure" not in str(error):
             if isinstance(error, ValueError):  # e.g. an alpha Keras has no weights for
                 raise UserError(f"params.yaml: model_b: {str(error).splitlines()[0]}") from None
-            if isinstance(error, OSError) and p.weights:  # a truncated or corrupt .h5 file
+            if isinstance(error, OSError) and weights:  # a truncated or corrupt .h5 file
                 raise UserError(
                     f"model_b.weights: cannot read the weights for {p.backbone} "
                     f"({str(error).splitlines()[0][:160]}); replace the file or set "
@@ -196,13 +194,49 @@ def build_backbone(p: ModelB) -> keras.Model:
         name = wanted.group(1) if wanted else "the weights file"
         raise UserError(
             f"model_b.weights: imagenet weights for {p.backbone} are not cached and cannot be "
-            f"downloaded; put {name} in {keras_cache_dir()}/ (KERAS_HOME), or set "
+            f"downloaded; put {name} in {tfjs_graph.cache_dir()}/ (KERAS_HOME), or set "
             f"model_b.weights to a weights file or null"
         ) from None
 
 
+def face_backbone(weights: str | None) -> tuple[keras.Model, dict[str, list[np.ndarray]]]:
+    """The face-pretrained MobileNet as Keras's own MobileNet, and the file's heads.
+
+    "vggface2" reads the graph model from the Keras cache (sha256 checked); a path reads
+    that .json; None gives random weights (tests, and the serving model's skeleton).
+    """
+    tensors = {}
+    if weights is not None:
+        source = tfjs_graph.cached_files() if weights == "vggface2" else Path(weights)
+        tensors = tfjs_graph.read(source)[1]
+    alpha = tfjs_graph.width(tensors) if tensors else 1.0
+    backbone = keras.applications.MobileNet(
+        alpha=alpha, include_top=False, weights=None, input_shape=(None, None, 3)
+    )
+    if tensors:
+        tfjs_graph.mobilenet_weights(backbone, tensors, str(weights))
+    return backbone, tfjs_graph.heads(tensors)
+
+
+def init_heads(model: keras.Model, heads: dict[str, list[np.ndarray]]) -> None:
+    """Start model B's heads from the face file's: both dense layers from its `feats`, the
+    gender unit from its `gender_pred` (which gives P(male): negated for P(female)), the age
+    distribution's first 100 ages from its `age_pred` (ages 100-120 start near 0)."""
+    kernel, bias = heads["feats"]
+    model.get_layer("age_dense1").set_weights([kernel, bias])
+    model.get_layer("gender_dense1").set_weights([kernel, bias])
+    kernel, bias = heads["gender_pred"]
+    model.get_layer("gender").set_weights([-kernel, -bias])
+    kernel, bias = heads["age_pred"]
+    probs = model.get_layer("age_probs")
+    full_kernel = np.zeros(probs.kernel.shape, "float32")
+    full_bias = np.full(probs.bias.shape, bias.min() - 10.0, "float32")
+    full_kernel[:, : kernel.shape[1]], full_bias[: bias.shape[0]] = kernel, bias
+    probs.set_weights([full_kernel, full_bias])
+
+
 def build_model_b(p: ModelB, image_size: int, seed: int, serving: bool = False) -> keras.Model:
-    """Augment -> backbone preprocessing -> backbone -> pooled "features" -> two heads.
+    """Augment -> resize -> backbone preprocessing -> backbone -> pooled "features" -> heads.
 
     The backbone starts frozen. Its BatchNorm layers run in inference mode as long as
     they are not trainable: in Keras 3 the `training` flag of the outer `fit` reaches
@@ -211,8 +245,13 @@ def build_model_b(p: ModelB, image_size: int, seed: int, serving: bool = False) 
     The serving model is built without weights: `Trainer.save` copies the trained ones.
     """
     inputs, x = pixels_in(image_size, p.augment, seed, serving)
+    if p.input_size != image_size:  # e.g. the face MobileNet sees more detail at 160 px
+        x = layers.Resizing(p.input_size, p.input_size, name="resize")(x)
     x = imagenet_preprocess(x, BACKBONES[p.backbone].preprocess)
-    backbone = build_backbone(dataclasses.replace(p, weights=None) if serving else p)
+    if BACKBONES[p.backbone].pretrained == "vggface2":
+        backbone, file_heads = face_backbone(None if serving else p.pretrained)
+    else:
+        backbone = build_backbone(dataclasses.replace(p, weights=None) if serving else p)
     backbone.trainable = False
     features = backbone(x)
     pooled = []
@@ -237,7 +276,10 @@ def build_model_b(p: ModelB, image_size: int, seed: int, serving: bool = False) 
     out = outputs(
         heads["age"], heads["gender"], p.age_head, keep_probs=not serving and p.loss.age == "dldl"
     )
-    return keras.Model(inputs, out, name="model_b")
+    model = keras.Model(inputs, out, name="model_b")
+    if p.head_init == "pretrained" and not serving:
+        init_heads(model, file_heads)
+    return model
 
 
 def backbone_of(model: keras.Model) -> keras.Model:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from agegender.backbones import BACKBONES
+from agegender.backbones import BACKBONES, PRETRAINED, pretrained_weights
 from agegender.typed_yaml import ParamsError, build, need, read_yaml
 
 PARAMS_FILE = Path("params.yaml")
@@ -156,11 +156,20 @@ class ModelA:
     dropout: float
     l2: float
     age_head: Literal["linear", "expectation"]
+    # model_b: learn from model B's predictions on the training faces too (distillation,
+    # stage `teach`); A's weights still start from scratch
+    teacher: Literal["none", "model_b"]
+    teacher_weight: float  # how far the targets move from the labels to the teacher's
     loss: Loss
     augment: Augment
     fit: Fit
 
     def check(self, at: str) -> None:
+        need(
+            0 <= self.teacher_weight <= 1,
+            f"{at}.teacher_weight",
+            f"must be in [0, 1], got {self.teacher_weight}",
+        )
         need(len(self.trunk_filters) >= 1, f"{at}.trunk_filters", "needs at least one block")
         for name in ("trunk_filters", "branch_filters"):
             values = getattr(self, name)
@@ -206,8 +215,13 @@ class Phase2(Fit):
 class ModelB:
     backbone: str  # a key of backbones.BACKBONES
     alpha: float  # width multiplier, MobileNet v1/v2 only
-    weights: str | None  # "imagenet", a path to a weights file, or null (random init)
-    # frozen: ImageNet statistics, inference mode; adapt: statistics re-estimated on the
+    # "pretrained" (the backbone's own: ImageNet's, or VGGFace2's for mobilenet_vggface2;
+    # "imagenet" and "vggface2" name them), a weights file (.h5; a graph-model .json for
+    # mobilenet_vggface2), or null (random initialisation)
+    weights: str | None
+    input_size: int  # pixels: images are resized to this inside the model (bilinear)
+    head_init: Literal["random", "pretrained"]  # pretrained: the backbone file's own heads
+    # frozen: the pretrained statistics, inference mode; adapt: statistics re-estimated on the
     # training faces, then frozen; train: adapted, then updated in phase 2 (training mode)
     batch_norm: Literal["frozen", "adapt", "train"]
     bn_momentum: float  # train: moving-average momentum of the statistics in phase 2
@@ -221,6 +235,11 @@ class ModelB:
     augment: Augment
     phase1: Phase1
     phase2: Phase2
+
+    @property
+    def pretrained(self) -> str | None:
+        """ "imagenet" or "vggface2" when the backbone's own weights are used, else the file."""
+        return pretrained_weights(self.backbone, self.weights)
 
     def check(self, at: str) -> None:
         need(
@@ -239,8 +258,31 @@ class ModelB:
         for name in ("age_units", "gender_units"):
             values = getattr(self, name)
             need(all(v >= 1 for v in values), f"{at}.{name}", f"must be positive, got {values}")
-        if self.weights not in (None, "imagenet"):
-            check_weights_file(self.weights, f"{at}.weights")
+        need(32 <= self.input_size <= 512, f"{at}.input_size", "must be in [32, 512]")
+        spec = BACKBONES[self.backbone]
+        if self.weights in PRETRAINED:
+            need(
+                self.weights in ("pretrained", spec.pretrained),
+                f"{at}.weights",
+                f"{self.backbone} has no {self.weights!r} weights; use {spec.pretrained!r}, "
+                f"a weights file or null",
+            )
+        elif self.weights is not None:
+            graph = spec.pretrained == "vggface2"  # its weights come as a TF.js graph model
+            check_weights_file(self.weights, f"{at}.weights", graph)
+        if self.head_init == "pretrained":
+            need(
+                spec.pretrained == "vggface2" and self.weights is not None,
+                f"{at}.head_init",
+                "pretrained heads come with the mobilenet_vggface2 weights; set it to random",
+            )
+            need(
+                self.age_units == self.gender_units == [256]
+                and (self.pooling, self.norm, self.age_head) == ("avg", "none", "expectation"),
+                f"{at}.head_init",
+                "pretrained heads need age_units and gender_units [256], pooling avg, "
+                "norm none and age_head expectation (the file's own heads)",
+            )
 
 
 @dataclass(frozen=True)
@@ -289,11 +331,16 @@ class Params:
         )
 
 
-def check_weights_file(path: str, key: str) -> None:
+def check_weights_file(path: str, key: str, graph: bool = False) -> None:
     """A missing, corrupt or truncated weights file stops here, not in a Keras traceback."""
     import h5py  # installed with Keras; only this check needs it
 
-    fix = "give 'imagenet', an HDF5 weights file (.h5), or null"
+    if graph:
+        fix = "give 'vggface2', a TensorFlow.js graph model (.json beside its .bin), or null"
+        need(Path(path).is_file(), key, f"file {path!r} not found; {fix}")
+        need(path.endswith(".json"), key, f"file {path!r} is not a graph model .json; {fix}")
+        return
+    fix = "give 'pretrained', an HDF5 weights file (.h5), or null"
     need(Path(path).is_file(), key, f"file {path!r} not found; {fix}")
     need(h5py.is_hdf5(path), key, f"file {path!r} is not an HDF5 weights file; {fix}")
     try:

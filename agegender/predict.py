@@ -30,11 +30,11 @@ from typing import TextIO
 import numpy as np
 from tqdm import tqdm
 
-from agegender.errors import UserError, atomic_path, run
+from agegender.errors import UserError, atomic_path, run, write_failure
 from agegender.export import export
 from agegender.faces import NO_FACE, Face, check_face_detector, read
-from agegender.inference import load_model, predict
-from agegender.layout import MODEL_B, TRAINED
+from agegender.inference import combine, load_model, predict
+from agegender.layout import ENSEMBLE_WEIGHTS, MODEL_B, TRAINED
 from agegender.utkface import IMAGE_SUFFIXES
 
 DEFAULT_MODEL = str(MODEL_B.file)
@@ -75,15 +75,24 @@ def expand(inputs: Iterable[str], stdin: TextIO) -> Iterator[str]:
 # --- prediction ---------------------------------------------------------------------------
 
 
+def ensemble_weighting(n: int) -> dict[str, dict[str, float]]:
+    """The weights evaluate chose on val (reports/eval/ensemble.json), else equal ones."""
+    if n > 1 and ENSEMBLE_WEIGHTS.is_file():
+        weights = json.loads(ENSEMBLE_WEIGHTS.read_text())
+        if all(len(w) == n for w in weights.values()):
+            return {task: dict(enumerate(w.values())) for task, w in weights.items()}
+    return {task: dict.fromkeys(range(n), 1 / n) for task in ("age", "gender")}
+
+
 def predict_faces(models: list, faces: list[Face], flip: bool, batch_size: int) -> np.ndarray:
-    """(N, 2) age and probability of female; the ensemble averages its models."""
-    preds = []
-    for model in models:
+    """(N, 2) age and probability of female; the ensemble weighs its models as evaluate did."""
+    preds = {}
+    for i, model in enumerate(models):
         side = model.input_shape[1]
         x = np.stack([f.pixels[side] for f in faces])  # type: ignore[index]
         plain, flipped = predict(model, x, batch_size)
-        preds.append((plain + flipped) / 2 if flip else plain)
-    return np.mean(preds, axis=0)
+        preds[i] = (plain + flipped) / 2 if flip else plain
+    return combine(preds, ensemble_weighting(len(models)))
 
 
 def batches(items: Iterable[str], n: int) -> Iterator[list[str]]:
@@ -204,10 +213,18 @@ def output(csv_path: Path | None) -> Iterator[Callable[[dict], None]]:
     if csv_path is None:
 
         def write_json(record: dict) -> None:
-            sys.stdout.write(json.dumps(rounded(record)) + "\n")
+            row = rounded(record)
+            row["path"] = printable(row["path"])  # the CSV's spelling of odd bytes: \xNN
+            sys.stdout.write(json.dumps(row) + "\n")
 
-        yield write_json
-        sys.stdout.flush()
+        try:
+            yield write_json
+            sys.stdout.flush()
+        except OSError as error:
+            failure = write_failure(error, "standard output")
+            if failure is None:
+                raise
+            raise failure from None
         return
     with (
         atomic_path(csv_path) as tmp,

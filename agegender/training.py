@@ -8,9 +8,11 @@ when training ends, so an interrupted run leaves the previous results in place.
 
 from __future__ import annotations
 
+import atexit
 import math
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +22,8 @@ from dvclive import Live
 from keras import ops
 
 from agegender.data import Split
-from agegender.errors import atomic_path
+from agegender.errors import UserError, atomic_path, clean_stale_temps, temp_prefix
+from agegender.layout import TEACHER
 from agegender.models import copy_weights
 from agegender.params import Fit, Loss, Train
 from agegender.utkface import MAX_AGE
@@ -45,22 +48,33 @@ def setup(seed: int, train: Train) -> None:
         keras.mixed_precision.set_global_policy("mixed_float16")
 
 
+def age_distribution(age, sigma: float):
+    """(N, 1) ages -> (N, MAX_AGE + 1) Gaussians around them, each summing to 1."""
+    ages = ops.arange(MAX_AGE + 1, dtype="float32")
+    target = ops.exp(-0.5 * ops.square((ages[None, :] - ops.cast(age, "float32")) / sigma))
+    return target / ops.sum(target, axis=1, keepdims=True)
+
+
 def dldl_loss(sigma: float):
     """DLDL-v2: KL(Gaussian around the true age || predicted distribution) + L1 of its mean.
 
     The distribution term tells the model that 31 is nearly right for a 30-year-old, which
     a plain regression loss does not; the L1 term aligns the expectation we predict with.
+    A target of MAX_AGE + 1 columns is the target distribution itself (distillation mixes
+    in the teacher's age), and the L1 term then aims at that distribution's mean.
     """
     ages = ops.arange(MAX_AGE + 1, dtype="float32")
 
     def loss(y_true, probs):
-        y_true = ops.cast(y_true, "float32")  # (N, 1) ages
-        target = ops.exp(-0.5 * ops.square((ages[None, :] - y_true) / sigma))
-        target = target / ops.sum(target, axis=1, keepdims=True)
+        y_true = ops.cast(y_true, "float32")
+        if y_true.shape[-1] == 1:  # (N, 1) ages
+            target, age = age_distribution(y_true, sigma), y_true[:, 0]
+        else:
+            target, age = y_true, ops.sum(y_true * ages[None, :], axis=1)
         probs = ops.clip(probs, 1e-7, 1.0)
         kl = ops.sum(target * (ops.log(ops.maximum(target, 1e-7)) - ops.log(probs)), axis=1)
         expectation = ops.sum(probs * ages[None, :], axis=1)
-        return kl + ops.abs(expectation - y_true[:, 0])
+        return kl + ops.abs(expectation - age)
 
     return loss
 
@@ -69,6 +83,43 @@ def targets(model: keras.Model, split: Split) -> dict[str, np.ndarray]:
     """Keras targets for each of the model's outputs (the age distribution learns from age)."""
     y = split.targets()
     return {name: y["age" if name == "age_probs" else name] for name in model.output}
+
+
+def load_teacher(n: int) -> dict[str, np.ndarray]:
+    """Stage teach's predictions for the n training faces."""
+    try:
+        arrays = {name: np.load(TEACHER / f"{name}.npy") for name in ("age", "gender")}
+    except (OSError, ValueError) as error:
+        raise UserError(f"{TEACHER}: unreadable ({error}); run `dvc repro` (stage teach)") from None
+    if any(len(a) != n for a in arrays.values()):
+        raise UserError(
+            f"{TEACHER}: holds {len(arrays['age'])} predictions for {n} training faces; "
+            f"run `dvc repro` (stage teach) after changing model_a.teacher"
+        )
+    return arrays
+
+
+def distilled(
+    y: dict[str, np.ndarray], teacher: dict[str, np.ndarray], weight: float, sigma: float
+) -> dict[str, np.ndarray]:
+    """Targets a `weight` of the way from the labels to the teacher's predictions.
+
+    Gender: the label mixed with the teacher's P(female). Age: under dldl, the mixture of the
+    Gaussians around the true and the teacher's age; otherwise the mixed age. The metrics
+    (age MAE on the `age` output under dldl) still see the true labels.
+    """
+    out = dict(y)
+    age = y["age_probs"] if "age_probs" in y else y["age"]  # (N, 1) true ages
+    t_age = teacher["age"].astype("float32")[:, None]
+    out["gender"] = ((1 - weight) * y["gender"] + weight * teacher["gender"][:, None]).astype(
+        "float32"
+    )
+    if "age_probs" in y:
+        mix = (1 - weight) * age_distribution(age, sigma) + weight * age_distribution(t_age, sigma)
+        out["age_probs"] = np.asarray(ops.convert_to_numpy(mix), "float32")
+    else:
+        out["age"] = ((1 - weight) * age + weight * t_age).astype("float32")
+    return out
 
 
 def compile_model(model: keras.Model, fit: Fit, loss: Loss, steps_per_epoch: int) -> None:
@@ -166,10 +217,22 @@ class Trainer:
     """One model, one DVCLive folder, any number of fit phases."""
 
     def __init__(self, model: keras.Model, live_dir: str | Path, train: Split, val: Split):
+        for name, split in (("train", train), ("val", val)):
+            if len(np.unique(split.gender)) < 2:
+                raise UserError(
+                    f"the {name} split holds faces of one gender only; gender classification "
+                    f"needs both in train and val: use an archive with both, or a larger "
+                    f"data.subset_size / data.val_size"
+                )
         self.model, self.train, self.val = model, train, val
         self.live_dir = Path(live_dir)
-        self.scratch = self.live_dir.with_name(f".{self.live_dir.name}.partial")
-        shutil.rmtree(self.scratch, ignore_errors=True)  # left by an interrupted run
+        clean_stale_temps(self.live_dir)  # what a killed run left; never a live run's
+        self.live_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(
+            tempfile.mkdtemp(prefix=temp_prefix(self.live_dir), dir=self.live_dir.parent)
+        )
+        # Ctrl-C ends in sys.exit (errors.run): the half-written log goes with it
+        atexit.register(shutil.rmtree, self.scratch, ignore_errors=True)
         self.live = Live(str(self.scratch), report=None, save_dvc_exp=False, dvcyaml=None)
         self.summary: dict[str, object] = {}
         self.epoch = 0

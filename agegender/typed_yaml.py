@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import reprlib
 import types
 import typing
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Literal, Union
 
@@ -24,13 +25,32 @@ class ParamsError(UserError):
     """A key or value in params.yaml is wrong."""
 
 
-def need(ok: bool, key: str, problem: str) -> None:
+def need(ok: bool, key: str, problem: str | Callable[[], str]) -> None:
+    """Stop with `key: problem` unless ok; a callable problem is formatted only on failure."""
     if not ok:
-        raise ParamsError(f"{key}: {problem}")
+        raise ParamsError(f"{key}: {problem() if callable(problem) else problem}")
+
+
+def shown(value: object) -> str:
+    """A value as a message shows it: its repr, cut to 80 characters."""
+    short = reprlib.Repr()
+    short.maxstring, short.maxlist, short.maxdict, short.maxlevel = 60, 6, 6, 3
+    text = short.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a duplicate key is an error, not the last one winning."""
+    """PyYAML's safe loader, except that a duplicate key is an error, not the last one winning,
+    and an alias (`*name`) is refused: nine nested aliases expand to a billion values."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                problem=f"alias *{event.anchor}; write the value out instead",
+                problem_mark=event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
@@ -55,7 +75,7 @@ def _convert(hint: object, value: object, key: str) -> object:
         return build(hint, value, key)
     if origin is Literal:
         options = typing.get_args(hint)
-        need(value in options, key, f"must be one of {list(options)}, got {value!r}")
+        need(value in options, key, lambda: f"must be one of {list(options)}, got {shown(value)}")
         return value
     if origin in (Union, types.UnionType):
         options = typing.get_args(hint)
@@ -71,29 +91,29 @@ def _convert(hint: object, value: object, key: str) -> object:
                 problems.append(str(error).split(": ", 1)[1])
         raise ParamsError(f"{key}: {' or '.join(problems)}")
     if origin is list:
-        need(isinstance(value, list), key, f"must be a list, got {value!r}")
+        need(isinstance(value, list), key, lambda: f"must be a list, got {shown(value)}")
         (item,) = typing.get_args(hint)
         return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is bool:
-        need(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        need(isinstance(value, bool), key, lambda: f"must be true or false, got {shown(value)}")
         return value
     if hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
-        need(ok, key, f"must be an integer, got {value!r}")
+        need(ok, key, lambda: f"must be an integer, got {shown(value)}")
         return value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
             with contextlib.suppress(ValueError):
                 value = float(value)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        need(ok, key, f"must be a number, got {value!r}")
+        need(ok, key, lambda: f"must be a number, got {shown(value)}")
         with contextlib.suppress(OverflowError):  # an int too big for a float stays an int
             value = float(value)
         ok = isinstance(value, float) and math.isfinite(value)
-        need(ok, key, f"must be a finite number, got {value!r:.40}")
+        need(ok, key, lambda: f"must be a finite number, got {shown(value)}")
         return value
     if hint is str:
-        need(isinstance(value, str), key, f"must be a string, got {value!r}")
+        need(isinstance(value, str), key, lambda: f"must be a string, got {shown(value)}")
         return value
     raise TypeError(f"{key}: unsupported type hint {hint!r}")  # a bug here, not in the YAML
 
@@ -101,7 +121,7 @@ def _convert(hint: object, value: object, key: str) -> object:
 def build(cls: type, raw: object, at: str = "") -> object:
     """Build dataclass `cls` from a YAML mapping, strictly: no unknown, no missing keys."""
     where = at or "params.yaml"
-    need(isinstance(raw, dict), where, f"must be a mapping, got {raw!r}")
+    need(isinstance(raw, dict), where, lambda: f"must be a mapping, got {shown(raw)}")
     assert isinstance(raw, dict)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]

@@ -239,11 +239,29 @@ def _read_zip(archive: Path) -> Iterator[Member]:
 # --- pixels ---------------------------------------------------------------------------------
 
 
+def to_8_bits(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float greyscale image as 8 bits, scaled by its own range.
+
+    PIL's convert("RGB") clips such modes at 255, which turns most 16-bit faces white.
+    A flat image (no range) becomes mid-grey.
+    """
+    pixels = np.asarray(image, dtype=np.float64)
+    finite = pixels[np.isfinite(pixels)]
+    low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+    if high > low:
+        scaled = (np.nan_to_num(pixels, nan=low, posinf=high, neginf=low) - low) / (high - low)
+    else:
+        scaled = np.full(pixels.shape, 0.5)
+    return Image.fromarray(np.round(scaled * 255).astype(np.uint8), "L")
+
+
 def to_rgb_square(image: Image.Image, size: int) -> np.ndarray:
-    """Any PIL image (grayscale, CMYK, alpha, palette, any shape) -> uint8 (size, size, 3).
+    """Any PIL image (grayscale, 16-bit, CMYK, alpha, palette, any shape) -> uint8 (S, S, 3).
 
     A non-square image is centre-cropped to a square first, so faces keep their shape.
     """
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = to_8_bits(image)
     if image.mode != "RGB":
         if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
             image = image.convert("RGBA")

@@ -49,7 +49,7 @@ def names(backbone: str) -> dict[str, str]:
     """Row labels; model B's names the backbone params.yaml chose."""
     return {
         "model_a": "A: CNN from scratch",
-        "model_b": f"B: {BACKBONES[backbone].application} fine-tuned",
+        "model_b": f"B: {BACKBONES[backbone].title} fine-tuned",
         "ensemble": "A+B ensemble",
     }
 

@@ -2,7 +2,8 @@
 
 Writes reports/metrics.json (the numbers `dvc metrics diff` compares),
 reports/eval/other_tta.json (the same scores with the other flip setting: without flip
-averaging by default), breakdowns per age bucket, race and gender, and per-face
+averaging by default), reports/eval/ensemble.json (the ensemble's weights, chosen on val),
+breakdowns per age bucket, race and gender, and per-face
 predictions for the plots.
 """
 
@@ -15,12 +16,13 @@ import numpy as np
 import pandas as pd
 
 from agegender import params as P
-from agegender.data import load_split
+from agegender.data import check_side, load_split
 from agegender.errors import run, write_text
-from agegender.inference import load, predict
+from agegender.inference import combine, ensemble_weights, load, predict
 from agegender.layout import (
     BREAKDOWN,
     ENSEMBLE,
+    ENSEMBLE_WEIGHTS,
     METRICS,
     MODELS,
     OTHER_TTA,
@@ -44,6 +46,7 @@ def main() -> None:
         model = load(str(info.file))
         preds[key], other[key] = {}, {}
         for name, split in splits.items():
+            check_side(split, model.input_shape[1], name, f"{info.file}'s input")
             start = time.monotonic()
             plain, flipped = predict(model, split.images, params.evaluate.batch_size)
             averaged = (plain + flipped) / 2
@@ -52,8 +55,15 @@ def main() -> None:
             print(
                 f"evaluate: {key} on {name}: {len(split)} faces, {rate:.0f} faces/s (x2 for flip)"
             )
+    # The ensemble's weights per task are chosen on val (never test), then used everywhere.
+    val = splits["val"]
+    weights = ensemble_weights({k: preds[k]["val"] for k in TRAINED}, val.age, val.gender)
+    print(f"evaluate: ensemble weights chosen on val: {weights}")
+    write_text(ENSEMBLE_WEIGHTS, json.dumps(weights, indent=2) + "\n")
     for table in (preds, other):
-        table[ENSEMBLE.key] = {s: np.mean([table[k][s] for k in TRAINED], axis=0) for s in SPLITS}
+        table[ENSEMBLE.key] = {
+            s: combine({k: table[k][s] for k in TRAINED}, weights) for s in SPLITS
+        }
 
     def report(table: dict) -> dict:
         return {

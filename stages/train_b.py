@@ -3,15 +3,15 @@
 Phase 1 trains the heads on the frozen backbone (by default on its features, computed
 once); phase 2 unfreezes its top layers and trains on at a lower learning rate, after a
 warm-up. `model_b.batch_norm` says whether the backbone's BatchNorm statistics stay
-ImageNet's, are re-estimated on the training faces first, or also train in phase 2.
+its pretrained ones, are re-estimated on the training faces first, or also train in phase 2.
 Both phases log to one DVCLive run; the best weights over both by val_loss are saved.
 """
 
 from __future__ import annotations
 
 from agegender import params as P
-from agegender.data import load_split
-from agegender.errors import run
+from agegender.data import check_side, load_split
+from agegender.errors import check_writable, run
 from agegender.layout import MODEL_B
 from agegender.models import (
     adapt_batch_norm,
@@ -27,7 +27,10 @@ def main() -> None:
     params = P.load()
     p, size = params.model_b, params.data.image_size
     setup(params.seed, params.train)
+    check_writable(MODEL_B.file.parent, MODEL_B.live_dir.parent)  # before, not after, training
     train, val = load_split("train"), load_split("val")
+    for name, split in (("train", train), ("val", val)):
+        check_side(split, size, name, "params.yaml's data.image_size")
     model = build_model_b(p, size, params.seed)
     model.summary(line_length=100)
     extractor, head = split_at_features(model)

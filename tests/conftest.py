@@ -36,8 +36,11 @@ SMALL = [
     "model_a.dense_units=16",
     "model_a.fit.batch_size=32",
     "model_a.fit.epochs=1",
+    "model_b.backbone=mobilenet_v2",  # the face MobileNet is tested on its own (test_tfjs_graph)
     "model_b.weights=null",
     "model_b.alpha=0.35",
+    "model_b.input_size=32",
+    "model_b.head_init=random",
     "model_b.age_units=[16]",
     "model_b.gender_units=[16]",
     "model_b.phase1.epochs=1",
@@ -107,12 +110,13 @@ def prepared_synthetic(tmp_path_factory, synthetic_archive) -> Path:
 
 @pytest.fixture(scope="session")
 def small_pipeline(tmp_path_factory, synthetic_archive) -> Path:
-    """A project folder where prepare, train_a, train_b and evaluate have run on the synthetic
-    sample with tiny settings (in-process, about a minute). Returns the folder; read-only."""
-    from stages import evaluate, prepare, train_a, train_b
+    """A project folder where prepare, train_b, teach, train_a and evaluate have run on the
+    synthetic sample with tiny settings (in-process, about a minute). Returns the folder;
+    read-only."""
+    from stages import evaluate, prepare, teach, train_a, train_b
 
     folder = tmp_path_factory.mktemp("small_pipeline")
-    return _run_stages(folder, synthetic_archive, [prepare, train_a, train_b, evaluate])
+    return _run_stages(folder, synthetic_archive, [prepare, train_b, teach, train_a, evaluate])
 
 
 def md5s(folder: Path) -> dict[str, str]:

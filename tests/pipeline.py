@@ -21,6 +21,8 @@ from pathlib import Path
 import yaml
 
 from agegender import params as P
+from agegender import tfjs_graph
+from agegender.backbones import PRETRAINED
 from agegender.repo import ENV, git, sh
 from agegender.typed_yaml import set_dotted
 from tests.synthetic import write_archive
@@ -40,6 +42,7 @@ SAMPLE = [  # CI's sample: tiny but real settings, every stage exercised
     "model_b.phase2.epochs=1",
     "model_b.phase2.warmup_epochs=0",
     "model_b.phase2.unfreeze=20",
+    "model_a.teacher=model_b",  # the distillation path (stage teach) runs in CI too
     "report.worst_faces=4",
 ]
 
@@ -65,8 +68,9 @@ def make_repo(dest: Path, overrides: list[str], real: bool | None = None) -> Pat
     raw = yaml.safe_load((dest / "params.yaml").read_text())
     for assignment in [f"data.raw={archive.relative_to(dest)}", *overrides]:
         set_dotted(raw, assignment)
-    if raw["model_b"]["weights"] == "imagenet" and not _imagenet_cached():
+    if raw["model_b"]["weights"] in PRETRAINED and not _weights_cached():
         raw["model_b"]["weights"] = None  # offline with no cached weights: random init
+        raw["model_b"]["head_init"] = "random"
     (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     P.load(dest / "params.yaml")
     git("init", "-q", cwd=dest)
@@ -76,14 +80,15 @@ def make_repo(dest: Path, overrides: list[str], real: bool | None = None) -> Pat
     return dest
 
 
-def _imagenet_cached() -> bool:
-    """Copy ../shared's weights into Keras's cache (KERAS_HOME) if there; True when cached."""
+def _weights_cached() -> bool:
+    """Copy ../shared's weights into Keras's cache (KERAS_HOME) if there; True when the
+    default backbone's are cached (the face MobileNet's two files)."""
     cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
-    for weights in (SHARED / "weights").glob("*.h5"):
+    for weights in [*(SHARED / "weights").glob("*.h5"), *(SHARED / "weights").glob("*/*-*.*")]:
         cache.mkdir(parents=True, exist_ok=True)
-        if not (cache / weights.name).exists():
+        if weights.suffix in (".h5", ".json", ".bin") and not (cache / weights.name).exists():
             shutil.copy(weights, cache / weights.name)
-    return any(cache.glob("mobilenet_v2_weights_*0.35_224_no_top.h5"))
+    return all((cache / name).is_file() for name in tfjs_graph.SHA256)
 
 
 def declared_outputs(repo: Path) -> list[Path]:

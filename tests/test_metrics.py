@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from agegender.data import Split
+from agegender.inference import combine, ensemble_weights
 from agegender.metrics import METRIC_KEYS, breakdown, scores
 
 
@@ -48,13 +49,28 @@ def test_breakdown_groups():
     assert table.loc[("gender", "female"), "gender_accuracy"] == 0.5
 
 
-def test_ensemble_is_the_average_of_both_models(small_pipeline):
+def test_ensemble_weighs_both_models_as_chosen_on_val(small_pipeline):
     faces = pd.read_csv(small_pipeline / "reports" / "eval" / "predictions.csv")
-    mean = (faces.age_model_a + faces.age_model_b) / 2
-    np.testing.assert_allclose(faces.age_ensemble, mean, atol=0.011)
-    prob = (faces.gender_prob_model_a + faces.gender_prob_model_b) / 2
-    np.testing.assert_allclose(faces.gender_prob_ensemble, prob, atol=1.1e-4)
+    weights = json.loads((small_pipeline / "reports" / "eval" / "ensemble.json").read_text())
+    for task, column in (("age", "age"), ("gender", "gender_prob")):
+        w = weights[task]
+        assert set(w) == {"model_a", "model_b"} and sum(w.values()) == pytest.approx(1)
+        mix = w["model_a"] * faces[f"{column}_model_a"] + w["model_b"] * faces[f"{column}_model_b"]
+        np.testing.assert_allclose(faces[f"{column}_ensemble"], mix, atol=0.011)
     metrics = json.loads((small_pipeline / "reports" / "metrics.json").read_text())
     for model in ("model_a", "model_b", "ensemble"):
         assert set(metrics[model]) == {"train", "val", "test"}
         assert set(metrics[model]["val"]) == set(METRIC_KEYS)
+
+
+def test_ensemble_weights_follow_the_better_model_on_val():
+    rng = np.random.default_rng(0)
+    age, gender = rng.uniform(1, 90, 400), rng.integers(0, 2, 400)
+    good = np.stack([age + rng.normal(0, 1, 400), np.where(gender, 0.9, 0.1)], axis=1)
+    noisy = np.stack([age + rng.normal(0, 15, 400), rng.uniform(0, 1, 400)], axis=1)
+    weights = ensemble_weights({"a": noisy, "b": good}, age, gender)
+    assert weights["age"]["b"] >= 0.9 and weights["gender"]["b"] >= 0.9
+    even = ensemble_weights({"a": good, "b": good.copy()}, age, gender)
+    assert even == {"age": {"a": 0.5, "b": 0.5}, "gender": {"a": 0.5, "b": 0.5}}
+    mixed = combine({"a": noisy, "b": good}, even)
+    np.testing.assert_allclose(mixed, (noisy + good) / 2, rtol=1e-6)

@@ -116,13 +116,33 @@ def test_weights_file_must_be_whole_hdf5(tmp_path):
         f["kernel"] = np.zeros((100, 100))
     (tmp_path / "truncated.h5").write_bytes(good.read_bytes()[:-1000])
     (tmp_path / "garbage.h5").write_bytes(b"<html>not found</html>" * 50)
-    assert write_params(tmp_path, [f"model_b.weights={good}"]).model_b.weights == str(good)
+    imagenet = ["model_b.backbone=mobilenet_v2", "model_b.head_init=random"]
+    assert write_params(tmp_path, [*imagenet, f"model_b.weights={good}"]).model_b.weights == str(
+        good
+    )
     cases = {
         "truncated.h5": "is truncated or damaged (",
         "garbage.h5": "is not an HDF5 weights file",
     }
     for name, problem in cases.items():
         with pytest.raises(P.ParamsError) as error:
-            write_params(tmp_path, [f"model_b.weights={tmp_path / name}"])
+            write_params(tmp_path, [*imagenet, f"model_b.weights={tmp_path / name}"])
         assert f"model_b.weights: file '{tmp_path / name}' {problem}" in str(error.value)
         assert "\n" not in str(error.value)
+
+
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path):
+    """Nine levels of `&a` / `*a` lists expand to 10**9 values: refused while parsing."""
+    lines = ["seed: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(P.ParamsError, match=r"line 2, column \d+: not valid YAML \(alias \*a0"):
+        P.load(path)
+
+
+def test_a_huge_value_is_shown_short(tmp_path):
+    with pytest.raises(P.ParamsError) as error:
+        write_params(tmp_path, ["seed=[" + ", ".join(["1"] * 100000) + "]"])
+    assert "seed: must be an integer, got [1, 1, 1, 1, 1, 1, ...]" in str(error.value)
+    assert len(str(error.value)) < 300

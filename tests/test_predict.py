@@ -156,13 +156,15 @@ def test_stdin_list_and_csv(faces_folder, model_b, tmp_path, capsys):
     assert "predict: 4 images, 1 errors" in err
 
 
-def test_ensemble_is_the_average(small_pipeline, faces_folder, monkeypatch):
+def test_ensemble_weighs_the_models_as_evaluate_chose(small_pipeline, faces_folder, monkeypatch):
     monkeypatch.chdir(small_pipeline)  # --model ensemble reads models/ in the cwd
     path = [str(faces_folder / "plain.jpg")]
     a, b = (load(f"models/age_gender_{m}.keras") for m in "AB")
     (ra,), (rb,), (both,) = (list(predict.predict_files(path, m)) for m in ([a], [b], [a, b]))
-    assert np.isclose(both["age"], (ra["age"] + rb["age"]) / 2, rtol=1e-5)
-    assert np.isclose(both["gender_prob"], (ra["gender_prob"] + rb["gender_prob"]) / 2, rtol=1e-5)
+    w = json.loads(Path("reports/eval/ensemble.json").read_text())
+    for task, key in (("age", "age"), ("gender", "gender_prob")):
+        mix = w[task]["model_a"] * ra[key] + w[task]["model_b"] * rb[key]
+        assert np.isclose(both[key], mix, rtol=1e-5)
     assert predict.cli([path[0], "--model", "ensemble"]) == 0
 
 
@@ -381,3 +383,42 @@ def test_model_of_another_shape_is_one_line(tmp_path, capsys, shape, outputs, sh
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: ") and shown in err and err.count("\n") == 1
     assert "(N, S, S, 3) of a fixed side S" in err
+
+
+def test_json_spells_odd_name_bytes_as_the_csv_does(tiny_model, tmp_path, capsys):
+    latin1 = os.fsdecode(b"caf\xe9.jpg")
+    (tmp_path / latin1).write_bytes(jpeg(draw_face(30, 0, np.random.default_rng(0))))
+    status, records, _ = run_cli([str(tmp_path / latin1), "--model", tiny_model], capsys)
+    assert status == 0 and records[0]["path"].endswith("caf\\xe9.jpg")
+
+
+def test_export_onto_a_file_and_a_garbage_model_are_one_line(tiny_model, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(UserError, match="--export .*taken: is a file; give a folder"):
+        predict.cli(["--model", tiny_model, "--export", str(tmp_path / "taken")])
+    whole = Path(tiny_model).read_bytes()
+    for name, data in (("garbage.keras", b"<html>404</html>"), ("cut.keras", whole[:-500])):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(UserError, match=f"{name}: not a readable Keras file"):
+            predict.cli([str(tmp_path), "--model", str(tmp_path / name)])
+
+
+def test_a_full_disk_on_stdout_is_one_line(tiny_model, tmp_path, monkeypatch):
+    import errno
+
+    (tmp_path / "a.jpg").write_bytes(jpeg(draw_face(30, 0, np.random.default_rng(0))))
+
+    class Full(io.StringIO):
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sys, "stdout", Full())
+    with pytest.raises(UserError, match="cannot write standard output: no space left"):
+        predict.cli([str(tmp_path / "a.jpg"), "--model", tiny_model])
+
+
+def test_a_16_bit_image_is_not_predicted_as_white(tiny_model, tmp_path):
+    ramp = np.linspace(0, 60000, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    (face,) = predict.read(str(tmp_path / "deep.png"), (32,), False)
+    assert face.error is None and face.pixels[32].min() < 20 < 230 < face.pixels[32].max()

@@ -34,6 +34,7 @@ def test_recipe_builds_and_trains_a_step(recipe, tmp_path):
     overrides = [args[i + 1] for i, a in enumerate(args) if a == "-S"]
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     small = ["model_b.weights=null", "data.image_size=32", "model_a.stem_stride=1"]
+    # no head_init here: a recipe for an ImageNet backbone must say head_init=random itself
     for assignment in [*overrides, *small]:
         set_dotted(raw, assignment)
     params: P.Params = P.build(P.Params, raw)  # type: ignore[assignment]

@@ -131,8 +131,12 @@ def _alive(pid: int) -> bool:
 
 
 def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
-    stale = [".train.k2x_9abc.npz", ".age_gender_A.a1b2c3d4.keras"]
-    kept = ["train.npz", ".train.npz", ".train.mine.npz", ".val.k2x_9abc.npz", "x.k2x_9abc.npz"]
+    gone = subprocess.Popen(["true"])  # a pid that no longer runs
+    gone.wait()
+    dead, live = gone.pid, os.getpid()
+    stale = [f".train.{dead}.k2x_9abc.npz", f".age_gender_A.{dead}.a1b2c3d4.keras"]
+    kept = ["train.npz", ".train.npz", ".train.mine.npz", f".val.{dead}.k2x_9abc.npz",
+            "x.k2x_9abc.npz", f".train.{live}.k2x_9abc.npz"]  # fmt: skip
     for name in stale + kept:
         (tmp_path / name).write_bytes(b"x")
     with atomic_path(tmp_path / "train.npz") as tmp:
@@ -143,7 +147,9 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
 
 
 def test_a_killed_runs_staging_folder_is_removed(project):
-    stale = project / "data" / ".prepared.abcd1234"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = project / "data" / f".prepared.{gone.pid}.abcd1234"
     stale.mkdir(parents=True)
     (stale / "train.npz").write_bytes(b"half")
     prepare.main()
@@ -244,3 +250,57 @@ def test_prepare_errors_are_one_line(project):
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: data/raw/nothing")
+
+
+def test_an_archive_with_no_usable_face_says_so(project):
+    archive = _tar(project / "data" / "raw" / "bad.tar", [("nolabel.jpg", FACE), ("x_y.jpg", FACE)])
+    write_params(project, [*SMALL, f"data.raw={archive.relative_to(project)}"])
+    with pytest.raises(UserError, match=r"bad.tar: holds no usable face \(2 files: malformed 2\)"):
+        prepare.main()
+
+
+def test_a_read_only_output_folder_is_one_line(project):
+    if os.geteuid() == 0:  # root writes anywhere: emulate the read-only file system
+        pytest.skip("running as root: permissions do not stop writes")
+    (project / "data").chmod(0o555)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "stages.prepare"], cwd=project, capture_output=True,
+            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+    finally:
+        (project / "data").chmod(0o755)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-500:]
+    assert "permission denied" in result.stderr
+
+
+def test_write_failures_name_the_path_and_cause(tmp_path):
+    import errno
+
+    from agegender.errors import write_failure
+
+    causes = {
+        errno.ENOSPC: "no space left",
+        errno.EROFS: "the file system is read-only",
+        errno.EFBIG: "file too large",
+    }
+    for code, cause in causes.items():
+        failure = write_failure(OSError(code, os.strerror(code)), tmp_path / "out.npy")
+        assert str(failure).startswith(f"cannot write {tmp_path / 'out.npy'}: {cause}")
+    with (
+        pytest.raises(UserError, match="cannot write .*out.txt: file too large"),
+        atomic_path(tmp_path / "out.txt") as tmp,
+    ):
+        raise OSError(errno.EFBIG, "File too large", str(tmp))
+
+
+def test_a_file_size_limit_stops_prepare_in_one_line(project):
+    """`ulimit -f`: writes past the limit fail with EFBIG (Python ignores SIGXFSZ)."""
+    result = subprocess.run(
+        ["bash", "-c", f"ulimit -f 200; exec {sys.executable} -m stages.prepare"],
+        cwd=project, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-800:]
+    errors = [ln for ln in result.stderr.splitlines() if ln and not ln.startswith("prepare:")]
+    assert errors == [errors[0]] and errors[0].startswith("error: cannot write data/prepared: ")
+    assert "file-size limit (ulimit -f)" in errors[0] and "Traceback" not in result.stderr

@@ -1,6 +1,7 @@
 """Training pieces: the age-distribution loss, warm-up, BatchNorm policies, augmentation,
 serving models that load without this project, and interrupted runs."""
 
+import os
 import subprocess
 import sys
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from agegender.augment import RandomAffine
-from agegender.data import load_split
+from agegender.data import Split, load_split
+from agegender.errors import UserError
 from agegender.models import (
     adapt_batch_norm,
     backbone_of,
@@ -19,7 +21,7 @@ from agegender.models import (
     unfreeze_top,
 )
 from agegender.params import ParamsError
-from agegender.training import Trainer, compile_model, dldl_loss
+from agegender.training import Trainer, age_distribution, compile_model, distilled, dldl_loss
 from agegender.utkface import MAX_AGE
 from tests.test_models import images, small_params
 
@@ -161,7 +163,46 @@ def test_interrupted_training_keeps_the_previous_results(prepared_synthetic, tmp
     with pytest.raises(KeyboardInterrupt):
         trainer.phase("fit", params.model_a.fit, params.model_a.loss)
     assert (live / "metrics.json").read_text() == '{"old": 1}'  # still the last run's
-    assert (tmp_path / "reports" / ".train_a.partial").is_dir()  # the next run removes it
+    assert trainer.scratch.is_dir() and trainer.scratch.parent == live.parent
+    # A second run while this one lives leaves its scratch alone (its pid is alive).
+    Trainer(model, str(live), train, val)
+    assert trainer.scratch.is_dir()
+
+
+def test_only_temporaries_of_dead_runs_are_cleaned(tmp_path):
+    from agegender.errors import clean_stale_temps
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    target = tmp_path / "model.keras"
+    dead = tmp_path / f".model.{gone.pid}.abcd1234.keras"
+    live = tmp_path / f".model.{os.getpid()}.abcd1234.keras"
+    other = tmp_path / ".other.1.abcd1234.keras"
+    for path in (dead, live, other):
+        path.write_text("x")
+    clean_stale_temps(target)
+    assert not dead.exists() and live.exists() and other.exists()
+
+
+def test_ctrl_c_removes_the_training_scratch_folder(tmp_path):
+    code = (
+        "import os, signal, keras, numpy as np\n"
+        "from agegender.data import Split\n"
+        "from agegender.errors import run\n"
+        "from agegender.training import Trainer\n"
+        "def main():\n"
+        "    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])\n"
+        "    z = np.zeros(2)\n"
+        "    split = Split(np.zeros((2, 8, 8, 3), np.uint8), z, np.array([0, 1]), z, z)\n"
+        "    Trainer(model, 'reports/train_a', split, split)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "run(main)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 130, result.stderr[-1000:]
+    assert list((tmp_path / "reports").iterdir()) == []
 
 
 def test_ctrl_c_wrapped_by_a_native_library_still_says_interrupted(tmp_path):
@@ -194,5 +235,57 @@ def test_dldl_curves_are_logged_under_the_names_dvc_yaml_plots(prepared_syntheti
     for split in ("train", "val"):
         for name in ("age_loss", "age_mae", "gender_loss", "gender_accuracy"):
             assert (live / "plots" / "metrics" / split / f"{name}.tsv").is_file(), (split, name)
-    assert not (tmp_path / "reports" / ".train_a.partial").exists()
+    assert [p.name for p in (tmp_path / "reports").iterdir()] == ["train_a"]  # no scratch left
     assert set(keras.saving.load_model(tmp_path / "model.keras").output) == {"age", "gender"}
+
+
+def test_distilled_targets_move_towards_the_teacher():
+    y = {
+        "age": np.array([[20.0], [60.0]], "float32"),
+        "gender": np.array([[0.0], [1.0]], "float32"),
+        "age_probs": np.array([[20.0], [60.0]], "float32"),
+    }
+    teacher = {"age": np.array([30.0, 60.0], "float32"), "gender": np.array([0.4, 0.8], "float32")}
+    out = distilled(y, teacher, 0.5, 2.0)
+    np.testing.assert_allclose(out["gender"][:, 0], [0.2, 0.9])
+    np.testing.assert_array_equal(out["age"], y["age"])  # the MAE metric keeps the truth
+    dist = out["age_probs"]
+    assert dist.shape == (2, MAX_AGE + 1)
+    np.testing.assert_allclose(dist.sum(axis=1), 1, rtol=1e-5)
+    assert dist[0, 20] == pytest.approx(dist[0, 30], rel=1e-4)  # two equal peaks
+    np.testing.assert_allclose(dist[1], numpy(age_distribution(np.array([[60.0]]), 2.0))[0])
+    no_dldl = distilled({k: y[k] for k in ("age", "gender")}, teacher, 0.25, 2.0)
+    np.testing.assert_allclose(no_dldl["age"][:, 0], [22.5, 60.0])
+
+
+def test_dldl_loss_on_a_distribution_equals_the_loss_on_its_age():
+    loss = dldl_loss(sigma=2.0)
+    probs = np.full((1, MAX_AGE + 1), 1 / (MAX_AGE + 1), dtype="float32")
+    age = np.array([[30.0]], "float32")
+    target = numpy(age_distribution(age, 2.0))
+    assert numpy(loss(target, probs))[0] == pytest.approx(numpy(loss(age, probs))[0], rel=1e-4)
+
+
+def test_teacher_none_writes_the_same_empty_bytes_and_a_stale_teacher_stops(project):
+    from agegender.layout import TEACHER
+    from agegender.training import load_teacher
+    from stages import teach
+
+    teach.main()
+    first = {p.name: p.read_bytes() for p in TEACHER.iterdir()}
+    teach.main()
+    assert first == {p.name: p.read_bytes() for p in TEACHER.iterdir()}
+    assert set(first) == {"age.npy", "gender.npy"}
+    with pytest.raises(UserError, match="0 predictions for 300 training faces"):
+        load_teacher(300)
+
+
+def test_one_gender_in_train_or_val_stops_before_training(prepared_synthetic, tmp_path):
+    train, val = load_split("train", prepared_synthetic), load_split("val", prepared_synthetic)
+    males = np.flatnonzero(val.gender == 0)
+    one = Split(
+        val.images[males], val.age[males], val.gender[males], val.race[males], val.name[males]
+    )
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    with pytest.raises(UserError, match="the val split holds faces of one gender only"):
+        Trainer(model, str(tmp_path / "live"), train, one)

@@ -147,3 +147,25 @@ def test_grayscale_becomes_three_equal_channels():
     pixels = decode(jpeg(gray), 32)
     assert pixels is not None
     assert np.all(pixels[..., 0] == pixels[..., 1]) and np.all(pixels[..., 1] == pixels[..., 2])
+
+
+@pytest.mark.parametrize(
+    ("array", "mode"),
+    [
+        (np.full((64, 64), 30000, np.uint16), None),  # the flat 16-bit face
+        (np.linspace(0, 60000, 64 * 64).reshape(64, 64).astype(np.uint16), None),
+        (np.linspace(-5e5, 2e6, 64 * 64).reshape(64, 64).astype(np.int32), None),
+        (np.linspace(0.0, 1.0, 64 * 64).reshape(64, 64).astype(np.float32), "F"),
+    ],
+)
+def test_deep_images_are_scaled_to_8_bits_not_clipped_white(tmp_path, array, mode):
+    image = Image.fromarray(array, mode) if mode else Image.fromarray(array)
+    path = tmp_path / ("deep.tif" if mode == "F" or array.dtype == np.int32 else "deep.png")
+    image.save(path)
+    pixels = decode(path.read_bytes(), 32)
+    assert pixels is not None and pixels.dtype == np.uint8
+    assert pixels.max() < 255 or pixels.min() < 200, "every pixel white"
+    if np.ptp(array) > 0:  # a ramp keeps its range: dark on one side, bright on the other
+        assert pixels.min() <= 10 and pixels.max() >= 245
+    else:
+        assert np.all(pixels == 128)

@@ -22,7 +22,13 @@ from agegender.report.figures import STYLE
 from agegender.report.inputs import Outputs, focus_split, read_outputs
 from agegender.report.models_section import model_section
 from agegender.report.reproduce import reproduce_section
-from agegender.report.setup import backbone_phrase, common_rows, setup_a, setup_b
+from agegender.report.setup import (
+    backbone_phrase,
+    common_rows,
+    setup_a,
+    setup_b,
+    teacher_phrase,
+)
 
 
 def abstract(params: P.Params, outputs: Outputs) -> list[Block]:
@@ -33,8 +39,9 @@ def abstract(params: P.Params, outputs: Outputs) -> list[Block]:
         Text(
             f"Two multi-task Keras models predict age (regression, years) and gender (binary) "
             f"from {params.data.image_size} px UTKFace faces: model A is a CNN trained from "
-            f"scratch, model B {backbone_phrase(params.model_b)} fine-tuned in two phases; the "
-            f"ensemble averages them. They train on "
+            f"scratch{teacher_phrase(params.model_a)}, model B "
+            f"{backbone_phrase(params.model_b)} fine-tuned in two phases; the ensemble weighs "
+            f"them per task with weights chosen on val. They train on "
             f"{splits['train']['n']:,} faces, validate on {splits['val']['n']:,} and are "
             f"compared on the {metrics['model_a'][focus]['n']:,} faces of the {focus} split."
         ),
@@ -56,7 +63,7 @@ def abstract(params: P.Params, outputs: Outputs) -> list[Block]:
 def build(params: P.Params) -> tuple[str, list[Block]]:
     """The title and the blocks, writing the figures on the way; reads every input first."""
     outputs = read_outputs()
-    backbone = BACKBONES[params.model_b.backbone].application
+    backbone = BACKBONES[params.model_b.backbone].title
     title = f"Age and gender from faces: a CNN from scratch against a fine-tuned {backbone}"
     a, b = params.model_a, params.model_b
     image_size, seed = params.data.image_size, params.seed

