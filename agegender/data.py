@@ -13,7 +13,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -83,15 +83,6 @@ def check_side(split: Split, side: int, name: str, wanted_by: str) -> None:
         )
 
 
-def save_split(folder: Path, split: Split) -> None:
-    """One .npy per array. Called on a staging folder that is published whole, so a file
-    needs no temporary name of its own."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for key in ARRAYS:
-        array = np.ascontiguousarray(getattr(split, key))
-        np.save(folder / f"{key}.npy", array, allow_pickle=False)
-
-
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM until the block is done, then act on them as usual.
@@ -125,23 +116,54 @@ def publish(staging: Path, out: Path, names: tuple[str, ...]) -> None:
             os.replace(staging / name, out / name)
 
 
-def write_prepared(faces: pd.DataFrame, images: np.ndarray, summary: dict) -> None:
+def write_prepared(
+    faces: pd.DataFrame,
+    summary: dict,
+    side: int,
+    fill: Callable[[dict[tuple[str, str], tuple[np.ndarray, int]]], None],
+) -> None:
     """Write everything into a staging folder beside data/prepared, then publish it; the staging
-    folder of a killed run is removed by the next."""
+    folder of a killed run is removed by the next.
+
+    Each split's images.npy is a memory-mapped array on disk that `fill` decodes the kept
+    faces into, given {(name, sha256): (array, row)}: no split is ever held in memory.
+    """
     clean_stale_temps(PREPARED)
     PREPARED.mkdir(parents=True, exist_ok=True)
+    kept = int(faces.split.isin(SPLITS).sum())
+    need_bytes = kept * side * side * 3
+    free = shutil.disk_usage(PREPARED.parent).free
+    if need_bytes > free:
+        raise UserError(
+            f"{PREPARED}: {kept} faces of {side} px need {need_bytes / 2**30:.1f} GiB on disk, "
+            f"{free / 2**30:.1f} GiB are free; free space or lower data.image_size"
+        )
     staging = Path(tempfile.mkdtemp(prefix=temp_prefix(PREPARED), dir=PREPARED.parent))
     try:
+        places: dict[tuple[str, str], tuple[np.ndarray, int]] = {}
+        images = []
         for name in SPLITS:
-            rows = faces.index[faces.split == name].to_numpy()
-            split = Split(
-                images=images[rows],
-                age=faces.age.to_numpy()[rows].astype(np.int16),
-                gender=faces.gender.to_numpy()[rows].astype(np.int8),
-                race=faces.race.to_numpy()[rows].astype(np.int8),
-                name=np.array(faces.name.to_numpy()[rows], dtype=str),
-            )
-            save_split(staging / name, split)
+            rows = faces[faces.split == name]
+            folder = staging / name
+            folder.mkdir()
+            array = np.lib.format.open_memmap(
+                folder / "images.npy", mode="w+", dtype=np.uint8, shape=(len(rows), side, side, 3)
+            )  # the same bytes np.save writes
+            images.append(array)
+            for row, key in enumerate(zip(rows.name, rows.sha256, strict=True)):
+                places[key] = (array, row)
+            labels = {
+                "age": rows.age.to_numpy().astype(np.int16),
+                "gender": rows.gender.to_numpy().astype(np.int8),
+                "race": rows.race.to_numpy().astype(np.int8),
+                "name": np.array(rows.name.to_numpy(), dtype=str),
+            }
+            for key, values in labels.items():
+                np.save(folder / f"{key}.npy", np.ascontiguousarray(values), allow_pickle=False)
+        fill(places)
+        for array in images:
+            array.flush()
+        del places, images, array
         columns = ["name", "sha256", "age", "gender", "race", "status", "reason", "split"]
         csv = faces[columns].to_csv(index=False, lineterminator="\n")
         write_text(staging / FACES_CSV.name, csv)

@@ -5,71 +5,15 @@ The `prepare` stage calls these in order; every step is deterministic for a give
 
 from __future__ import annotations
 
-import ctypes
-import multiprocessing
-import os
-import signal
-import sys
-from concurrent.futures import ProcessPoolExecutor
-
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from agegender import params as P
 from agegender.errors import UserError
 from agegender.layout import SPLIT_NAMES
-from agegender.utkface import AGE_BUCKETS, RACES, UNKNOWN_RACE, age_bucket, decode
+from agegender.utkface import AGE_BUCKETS, RACES, UNKNOWN_RACE, age_bucket
 
 STATUSES = ("ok", "malformed", "duplicate", "conflict", "unreadable")
-CHUNK = 256  # files per worker task
-
-
-def _decode_chunk(args: tuple[list[bytes], int]) -> tuple[np.ndarray, np.ndarray]:
-    blobs, size = args
-    images = np.zeros((len(blobs), size, size, 3), np.uint8)
-    ok = np.zeros(len(blobs), bool)
-    for i, data in enumerate(blobs):
-        pixels = decode(data, size)
-        if pixels is not None:
-            images[i], ok[i] = pixels, True
-    return images, ok
-
-
-def _worker_init(parent: int) -> None:
-    """Workers leave Ctrl-C to the parent, which stops them, and die with the parent even
-    when it is killed outright (SIGKILL), instead of living on as orphans."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform == "linux":
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    return ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
-    )
-
-
-def decode_all(blobs: list[bytes], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode every file on all cores, with a progress bar."""
-    images = np.zeros((len(blobs), size, size, 3), np.uint8)
-    ok = np.zeros(len(blobs), bool)
-    tasks = [(blobs[i : i + CHUNK], size) for i in range(0, len(blobs), CHUNK)]
-    pool = worker_pool(min(os.cpu_count() or 1, max(1, len(tasks))))
-    bar = tqdm(total=len(blobs), desc="prepare: decoding", unit=" files", mininterval=2)
-    try:
-        for k, (chunk_images, chunk_ok) in enumerate(pool.map(_decode_chunk, tasks)):
-            lo = k * CHUNK
-            images[lo : lo + len(chunk_ok)], ok[lo : lo + len(chunk_ok)] = chunk_images, chunk_ok
-            bar.update(len(chunk_ok))
-    finally:
-        bar.close()  # on Ctrl-C, drop the queued chunks instead of decoding them all first
-        pool.shutdown(cancel_futures=True)
-    return images, ok
 
 
 def assign_status(faces: pd.DataFrame, readable: np.ndarray) -> None:

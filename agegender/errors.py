@@ -47,6 +47,8 @@ def write_failure(error: OSError, path: Path | str | None = None) -> UserError |
 def check_writable(*folders: Path | str) -> None:
     """Fail now, not after an hour of training, where an output cannot be written."""
     for folder in map(Path, folders):
+        if any(p.exists() and not p.is_dir() for p in (folder, *folder.parents)):
+            raise UserError(f"cannot write {folder}: a file stands where a folder must be; move it")
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=folder) as probe:

@@ -24,7 +24,8 @@ class Face:
 
     path: str
     pixels: dict[int, np.ndarray] | None = None  # model input side -> uint8 (S, S, 3)
-    box: list[int] | None = None  # [x, y, w, h] in the image's pixels (--detect-faces)
+    box: list[int] | None = None  # [x, y, w, h] in the image's pixels (the whole image's
+    # without --detect-faces)
     index: int | None = None  # which face of the image (--detect-faces)
     error: str | None = None
 
@@ -71,6 +72,26 @@ def detect(image: Image.Image) -> list[list[int]]:
     return sorted(boxes, key=lambda b: b[0])
 
 
+def crops(
+    image: Image.Image, sizes: tuple[int, ...], faces: bool, path: str = "", ratio: float = 1.0
+) -> list[Face]:
+    """What the models take from one decoded image: the whole of it, or each face in it with
+    a margin like the training crops'. `ratio` scales boxes back to full pixels when the
+    image was decoded at a reduced scale."""
+    if not faces:
+        box = [0, 0, round(image.width * ratio), round(image.height * ratio)]
+        return [Face(path, {s: to_rgb_square(image, s) for s in sizes}, box)]
+    out = []
+    for i, (x, y, w, h) in enumerate(detect(image)):
+        m = MARGIN * max(w, h)
+        left, top = max(0, round(x - m)), max(0, round(y - m))
+        right, bottom = min(image.width, round(x + w + m)), min(image.height, round(y + h + m))
+        crop = image.crop((left, top, right, bottom))
+        box = [round(v * ratio) for v in (x, y, w, h)]
+        out.append(Face(path, {s: to_rgb_square(crop, s) for s in sizes}, box, i))
+    return out or [Face(path, error=NO_FACE)]
+
+
 def read(path: str, sizes: tuple[int, ...], faces: bool) -> list[Face]:
     """Decode one file into what the models take: the whole image, or each face in it.
 
@@ -88,17 +109,7 @@ def read(path: str, sizes: tuple[int, ...], faces: bool) -> list[Face]:
             image.load()
             ratio = full_width / image.size[0]  # draft's scale, to report boxes in full pixels
             image = ImageOps.exif_transpose(image)
-        if not faces:
-            return [Face(path, pixels={s: to_rgb_square(image, s) for s in sizes})]
-        out = []
-        for i, (x, y, w, h) in enumerate(detect(image)):
-            m = MARGIN * max(w, h)
-            left, top = max(0, round(x - m)), max(0, round(y - m))
-            right, bottom = min(image.width, round(x + w + m)), min(image.height, round(y + h + m))
-            crop = image.crop((left, top, right, bottom))
-            box = [round(v * ratio) for v in (x, y, w, h)]
-            out.append(Face(path, {s: to_rgb_square(crop, s) for s in sizes}, box, i))
-        return out or [Face(path, error=NO_FACE)]
+        return crops(image, sizes, faces, path, ratio)
     except FileNotFoundError:
         return [Face(path, error="no such file")]
     except UnidentifiedImageError:

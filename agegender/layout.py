@@ -19,16 +19,20 @@ FACES_CSV = PREPARED / "faces.csv"
 
 TEACHER = Path("data/teacher")  # stage teach: model B's age.npy and gender.npy on train
 
-METRICS = Path("reports/metrics.json")  # stage evaluate
+METRICS = Path("reports/metrics.json")  # stage evaluate: the few numbers runs are compared by
 EVAL = Path("reports/eval")
-OTHER_TTA = EVAL / "other_tta.json"
+# Every score of every model and split, with and without averaging the mirrored face's
+# prediction (evaluate.flip_tta says which of the two the metrics and the report use).
+SCORES = {True: EVAL / "scores_flip.json", False: EVAL / "scores_no_flip.json"}
+ENVIRONMENT = EVAL / "environment.json"  # CPU, cores and library versions of the run
 ENSEMBLE_WEIGHTS = EVAL / "ensemble.json"  # each model's weight per task, chosen on val
 BREAKDOWN = EVAL / "breakdown.csv"
 PREDICTIONS = EVAL / "predictions.csv"
 
 REPORT_MD = Path("reports/report.md")  # stage report
 REPORT_HTML = Path("reports/report.html")
-FIGURES = Path("reports/figures")
+FIGURES = Path("reports/figures")  # pictures (face thumbnails, diagrams): PNG, DVC cache
+CHARTS = Path("reports/charts")  # drawn from numbers only: small SVG files, kept in git
 LOCK = Path("dvc.lock")
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 from sklearn import metrics
 
 from agegender.data import Split
+from agegender.layout import MODELS
 from agegender.utkface import AGE_BUCKETS, RACES, age_bucket
 
 METRIC_KEYS = (
@@ -44,6 +45,27 @@ def scores(
         "age_within_5": round(float(np.mean(np.abs(age - age_pred) <= 5)), 4),
         "n": int(len(age)),
     }
+
+
+COMPARED = {"gender_accuracy": "gender", "age_mae": "age_mae"}  # score -> key in metrics.json
+
+
+def compared(scores: dict, minutes: dict[str, float]) -> dict:
+    """reports/metrics.json: per model, val and test gender accuracy and age MAE, and the
+    minutes its training took. Only what a person compares between runs (`dvc exp show`
+    fits it in a terminal); every other score is in reports/eval/scores_*.json."""
+    out = {}
+    for model, key in ((m.key, m.short) for m in MODELS.values()):
+        row = {
+            f"{split}_{short}": scores[model][split][name]
+            for split in ("val", "test")
+            for name, short in COMPARED.items()
+            if scores[model][split]["n"]
+        }
+        if model in minutes:
+            row["train_min"] = round(minutes[model], 1)
+        out[key] = row
+    return out
 
 
 def breakdown(split: Split, pred: np.ndarray) -> pd.DataFrame:

@@ -13,7 +13,6 @@ line on stderr; the exit status is 1 only when nothing could be predicted.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import io
@@ -27,18 +26,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
 from tqdm import tqdm
 
+from agegender.api import model_files, predict_faces, record
+from agegender.cli import parse_args, quiet_native_logs
 from agegender.errors import UserError, atomic_path, run, write_failure
 from agegender.export import export
-from agegender.faces import NO_FACE, Face, check_face_detector, read
-from agegender.inference import combine, load_model, predict
-from agegender.layout import ENSEMBLE_WEIGHTS, MODEL_B, TRAINED
+from agegender.faces import NO_FACE, check_face_detector, read
+from agegender.inference import load_model
 from agegender.utkface import IMAGE_SUFFIXES
 
-DEFAULT_MODEL = str(MODEL_B.file)
-ENSEMBLE = tuple(str(m.file) for m in TRAINED.values())
 PROGRESS_AFTER = 2.0  # seconds before a progress bar appears (on a terminal only)
 FIELDS = ["path", "face", "box", "age", "gender", "gender_prob", "error"]
 
@@ -75,26 +72,6 @@ def expand(inputs: Iterable[str], stdin: TextIO) -> Iterator[str]:
 # --- prediction ---------------------------------------------------------------------------
 
 
-def ensemble_weighting(n: int) -> dict[str, dict[str, float]]:
-    """The weights evaluate chose on val (reports/eval/ensemble.json), else equal ones."""
-    if n > 1 and ENSEMBLE_WEIGHTS.is_file():
-        weights = json.loads(ENSEMBLE_WEIGHTS.read_text())
-        if all(len(w) == n for w in weights.values()):
-            return {task: dict(enumerate(w.values())) for task, w in weights.items()}
-    return {task: dict.fromkeys(range(n), 1 / n) for task in ("age", "gender")}
-
-
-def predict_faces(models: list, faces: list[Face], flip: bool, batch_size: int) -> np.ndarray:
-    """(N, 2) age and probability of female; the ensemble weighs its models as evaluate did."""
-    preds = {}
-    for i, model in enumerate(models):
-        side = model.input_shape[1]
-        x = np.stack([f.pixels[side] for f in faces])  # type: ignore[index]
-        plain, flipped = predict(model, x, batch_size)
-        preds[i] = (plain + flipped) / 2 if flip else plain
-    return combine(preds, ensemble_weighting(len(models)))
-
-
 def batches(items: Iterable[str], n: int) -> Iterator[list[str]]:
     it = iter(items)
     while chunk := list(itertools.islice(it, n)):
@@ -129,52 +106,17 @@ def predict_files(
             ok = [f for f in batch if f.error is None]
             preds = iter(predict_faces(models, ok, flip, batch_size) if ok else [])
             for face in batch:
-                record: dict = {"path": face.path}
-                if face.index is not None:
-                    record.update(face=face.index, box=face.box)
+                row: dict = {"path": face.path}
+                if face.index is not None:  # --detect-faces: which face, and where
+                    row.update(face=face.index, box=face.box)
                 if face.error is not None:
-                    record["error"] = face.error
+                    row["error"] = face.error
                 else:
-                    age, prob = next(preds)
-                    record.update(
-                        age=float(age),
-                        gender="female" if prob >= 0.5 else "male",
-                        gender_prob=float(prob),
-                    )
-                yield record
+                    row.update({k: v for k, v in record(face, *next(preds)).items() if k != "box"})
+                yield row
 
 
 # --- command line ---------------------------------------------------------------------------
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="agegender-predict",
-        description="Predict age and gender for image files, folders or a list on stdin.",
-    )
-    parser.add_argument("inputs", nargs="*", help="image files, folders, or - for paths on stdin")
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"a .keras or exported .tflite file, or 'ensemble' for the average of A and B "
-        f"(default {DEFAULT_MODEL})",
-    )
-    parser.add_argument("--csv", type=Path, help="write a CSV file instead of JSON lines")
-    parser.add_argument("--no-flip", action="store_true", help="skip mirrored-image averaging")
-    parser.add_argument(
-        "--detect-faces", action="store_true", help="find faces (OpenCV), one result per face"
-    )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=None, help="decoding threads (all cores)")
-    parser.add_argument("--export", type=Path, metavar="DIR", help="write SavedModel and TFLite")
-    args = parser.parse_args(argv)
-    if not args.inputs and not args.export:
-        parser.error("give image files, folders or - (or --export DIR)")
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
-    if args.workers is not None and args.workers < 1:
-        parser.error("--workers must be at least 1")
-    return args
 
 
 def rounded(record: dict) -> dict:
@@ -212,8 +154,8 @@ def output(csv_path: Path | None) -> Iterator[Callable[[dict], None]]:
     only once complete."""
     if csv_path is None:
 
-        def write_json(record: dict) -> None:
-            row = rounded(record)
+        def write_json(result: dict) -> None:
+            row = rounded(result)
             row["path"] = printable(row["path"])  # the CSV's spelling of odd bytes: \xNN
             sys.stdout.write(json.dumps(row) + "\n")
 
@@ -248,12 +190,13 @@ def cli(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
     args = parse_args(argv)
     if args.csv is not None:
         check_csv(args.csv)
-    paths = ENSEMBLE if args.model == "ensemble" else (args.model,)
+    paths = model_files(args.model)
     if args.export and (len(paths) > 1 or paths[0].endswith(".tflite")):
         raise UserError("--export: give one .keras model file (export A and B one at a time)")
     if args.detect_faces:
         check_face_detector()
-    models = [load_model(p) for p in paths]
+    with quiet_native_logs():  # TensorFlow's start-up lines (cuInit on a CPU machine)
+        models = [load_model(p) for p in paths]
     if args.export:
         export(models[0], args.export)
         if not args.inputs:

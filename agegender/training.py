@@ -34,7 +34,38 @@ OPTIMIZERS = {
     "rmsprop": keras.optimizers.RMSprop,
     "sgd": lambda **kw: keras.optimizers.SGD(momentum=0.9, nesterov=True, **kw),
 }
-AGE_LOSSES = {"mae": "mean_absolute_error", "mse": "mean_squared_error", "huber": "huber"}
+AGE_LOSSES = {
+    "mae": keras.losses.MeanAbsoluteError,
+    "mse": keras.losses.MeanSquaredError,
+    "huber": keras.losses.Huber,
+}
+
+
+# Distillation gives an output two target columns, [label, soft target]: the loss learns from
+# the last, the metrics score the first, so the curves still show accuracy against the truth.
+# A plain target has one column, which is both.
+class OnSoftTarget(keras.losses.Loss):
+    """A Keras loss on the last target column."""
+
+    def __init__(self, inner: keras.losses.Loss):
+        super().__init__(name=inner.name)
+        self.inner = inner
+
+    def call(self, y_true, y_pred):
+        return self.inner.call(y_true[:, -1:], y_pred)
+
+
+class _OnLabel:
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true[:, :1], y_pred, sample_weight)  # type: ignore[misc]
+
+
+class LabelMAE(_OnLabel, keras.metrics.MeanAbsoluteError):
+    """Age MAE against the true age (the first target column)."""
+
+
+class LabelAccuracy(_OnLabel, keras.metrics.BinaryAccuracy):
+    """Gender accuracy against the true label (the first target column)."""
 
 
 def setup(seed: int, train: Train) -> None:
@@ -104,21 +135,20 @@ def distilled(
 ) -> dict[str, np.ndarray]:
     """Targets a `weight` of the way from the labels to the teacher's predictions.
 
-    Gender: the label mixed with the teacher's P(female). Age: under dldl, the mixture of the
-    Gaussians around the true and the teacher's age; otherwise the mixed age. The metrics
-    (age MAE on the `age` output under dldl) still see the true labels.
+    Gender: [label, label mixed with the teacher's P(female)]. Age: under dldl, the mixture
+    of the Gaussians around the true and the teacher's age; otherwise [age, mixed age]. The
+    loss learns from the soft column, the metrics score the label (OnSoftTarget, _OnLabel).
     """
     out = dict(y)
     age = y["age_probs"] if "age_probs" in y else y["age"]  # (N, 1) true ages
     t_age = teacher["age"].astype("float32")[:, None]
-    out["gender"] = ((1 - weight) * y["gender"] + weight * teacher["gender"][:, None]).astype(
-        "float32"
-    )
+    soft = (1 - weight) * y["gender"] + weight * teacher["gender"][:, None]
+    out["gender"] = np.concatenate([y["gender"], soft], axis=1).astype("float32")
     if "age_probs" in y:
         mix = (1 - weight) * age_distribution(age, sigma) + weight * age_distribution(t_age, sigma)
         out["age_probs"] = np.asarray(ops.convert_to_numpy(mix), "float32")
     else:
-        out["age"] = ((1 - weight) * age + weight * t_age).astype("float32")
+        out["age"] = np.concatenate([age, (1 - weight) * age + weight * t_age], axis=1)
     return out
 
 
@@ -139,11 +169,13 @@ def compile_model(model: keras.Model, fit: Fit, loss: Loss, steps_per_epoch: int
     age_loss = (
         {"age_probs": dldl_loss(loss.age_sigma)}
         if "age_probs" in names
-        else {"age": AGE_LOSSES[loss.age]}
+        else {"age": OnSoftTarget(AGE_LOSSES[loss.age]())}
     )
     losses = {
         **age_loss,
-        "gender": keras.losses.BinaryCrossentropy(label_smoothing=loss.label_smoothing),
+        "gender": OnSoftTarget(
+            keras.losses.BinaryCrossentropy(label_smoothing=loss.label_smoothing)
+        ),
     }
     model.compile(
         optimizer=optimizer,
@@ -151,10 +183,7 @@ def compile_model(model: keras.Model, fit: Fit, loss: Loss, steps_per_epoch: int
         loss_weights={  # an output without a loss (age, under dldl) gets a weight nobody uses
             name: loss.gender_weight if name == "gender" else loss.age_weight for name in names
         },
-        metrics={
-            "age": [keras.metrics.MeanAbsoluteError(name="mae")],
-            "gender": [keras.metrics.BinaryAccuracy(name="accuracy")],
-        },
+        metrics={"age": [LabelMAE(name="mae")], "gender": [LabelAccuracy(name="accuracy")]},
     )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 README = Path("README.md")
 FOLDER = Path("reports/ablations")
 MODEL_OF_STAGE = {"train_a": "model_a", "train_b": "model_b"}
+SHORT = {"model_a": "A", "model_b": "B"}  # metrics.json's keys (layout.MODELS' short names)
 METRICS = "reports/metrics.json"
 
 
@@ -88,7 +89,24 @@ def _rows(data: dict, base: dict, name: str) -> list[dict]:
 
 
 def _metrics(data: dict) -> dict:
-    return ((data.get("metrics") or {}).get(METRICS) or {}).get("data") or {}
+    """model -> split -> {gender_accuracy, age_mae}, from either layout of metrics.json: the
+    compact one (A: {val_gender, val_age_mae, ...}) or the one before issue 22 (full scores)."""
+    raw = ((data.get("metrics") or {}).get(METRICS) or {}).get("data") or {}
+    out = {}
+    for model, short in SHORT.items():
+        if short in raw:  # compact: A: {val_gender, val_age_mae, ...}
+            row = raw[short]
+            pick = {s: (row.get(f"{s}_gender"), row.get(f"{s}_age_mae")) for s in ("val", "test")}
+        elif model in raw:  # full: model_a: {val: {gender_accuracy, age_mae, ...}, ...}
+            full = raw[model]
+            pick = {
+                s: ((full.get(s) or {}).get("gender_accuracy"), (full.get(s) or {}).get("age_mae"))
+                for s in ("val", "test")
+            }
+        else:
+            continue
+        out[model] = {s: {"gender_accuracy": g, "age_mae": a} for s, (g, a) in pick.items()}
+    return out
 
 
 def _params(data: dict) -> dict:

@@ -1,8 +1,10 @@
 """Stage `evaluate`: both models (and their ensemble) on train, val and test.
 
-Writes reports/metrics.json (the numbers `dvc metrics diff` compares),
-reports/eval/other_tta.json (the same scores with the other flip setting: without flip
-averaging by default), reports/eval/ensemble.json (the ensemble's weights, chosen on val),
+Writes reports/metrics.json (the few numbers `dvc exp show` and `dvc metrics diff`
+compare: val and test gender accuracy and age MAE, training minutes),
+reports/eval/scores_flip.json and scores_no_flip.json (every score, with and without
+averaging the mirrored face's prediction), reports/eval/ensemble.json (the ensemble's
+weights, chosen on val), reports/eval/environment.json (CPU and library versions),
 breakdowns per age bucket, race and gender, and per-face
 predictions for the plots.
 """
@@ -17,22 +19,32 @@ import pandas as pd
 
 from agegender import params as P
 from agegender.data import check_side, load_split
+from agegender.environment import describe
 from agegender.errors import run, write_text
 from agegender.inference import combine, ensemble_weights, load, predict
 from agegender.layout import (
     BREAKDOWN,
     ENSEMBLE,
     ENSEMBLE_WEIGHTS,
+    ENVIRONMENT,
     METRICS,
     MODELS,
-    OTHER_TTA,
     PREDICTIONS,
+    SCORES,
     SPLITS,
     TRAINED,
+    Model,
     buckets_csv,
     focus_split,
 )
-from agegender.metrics import breakdown, scores
+from agegender.metrics import breakdown, compared, scores
+
+
+def training_minutes(model: Model) -> float:
+    """Minutes in fit, all phases, from the training stage's DVCLive summary."""
+    summary = json.loads((model.live_dir / "metrics.json").read_text())
+    phases = [block for block in summary.values() if isinstance(block, dict)]
+    return sum(block.get("seconds", 0.0) for block in phases) / 60
 
 
 def main() -> None:
@@ -40,7 +52,7 @@ def main() -> None:
     flip = params.evaluate.flip_tta
     splits = {name: load_split(name) for name in SPLITS}
     focus = focus_split(len(splits["test"]))
-    preds: dict[str, dict[str, np.ndarray]] = {}  # model -> split -> (N, 2)
+    preds: dict[str, dict[str, np.ndarray]] = {}  # model -> split -> (N, 2), as flip_tta says
     other: dict[str, dict[str, np.ndarray]] = {}  # the same with the other flip setting
     for key, info in TRAINED.items():
         model = load(str(info.file))
@@ -77,9 +89,11 @@ def main() -> None:
         }
 
     metrics = report(preds)
-    write_text(METRICS, json.dumps(metrics, indent=2) + "\n")
-    label = "no_tta" if flip else "flip_tta"
-    write_text(OTHER_TTA, json.dumps({"variant": label, **report(other)}, indent=2) + "\n")
+    write_text(SCORES[flip], json.dumps(metrics, indent=2) + "\n")
+    write_text(SCORES[not flip], json.dumps(report(other), indent=2) + "\n")
+    minutes = {key: training_minutes(info) for key, info in TRAINED.items()}
+    write_text(METRICS, json.dumps(compared(metrics, minutes), indent=2) + "\n")
+    write_text(ENVIRONMENT, json.dumps(describe(), indent=2) + "\n")
 
     split = splits[focus]
     faces = pd.DataFrame({"name": split.name, "age": split.age, "gender": split.gender})

@@ -7,56 +7,48 @@ and params give byte-identical outputs.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from agegender import params as P
 from agegender.data import write_prepared
-from agegender.dataset import assign_status, decode_all, split, summarize
+from agegender.dataset import assign_status, split, summarize
+from agegender.decoding import fill, scan
 from agegender.errors import UserError, run
 from agegender.layout import SPLITS
-from agegender.utkface import parse_name, read_source
+from agegender.utkface import parse_name
 
 
 def main() -> None:
     params = P.load()
     data = params.data
+    source, side = Path(data.raw), data.image_size
     start = time.monotonic()
-    members = sorted(  # archive order free
-        (
-            (m.name, "" if m.problem else hashlib.sha256(m.data).hexdigest(), m.data, m.problem)
-            for m in read_source(Path(data.raw))
-        ),
-        key=lambda m: m[:2],
-    )
-    if not members:
+    names, hashes, problems, readable = scan(source, side)  # keeps no pixels
+    if not names:
         raise UserError(f"{data.raw}: holds no files; point data.raw at the UTKFace download")
-    names, hashes, blobs, problems = (list(column) for column in zip(*members, strict=True))
-    del members
-    print(f"prepare: read {len(names)} files from {data.raw} in {time.monotonic() - start:.1f}s")
-
-    labels = [parse_name(n) for n in names]
+    print(f"prepare: read and checked {len(names)} files in {time.monotonic() - start:.1f}s")
+    order = sorted(range(len(names)), key=lambda i: (names[i], hashes[i]))  # archive order free
+    labels = [parse_name(names[i]) for i in order]
     faces = pd.DataFrame(
         {
-            "name": names,
-            "sha256": hashes,
+            "name": [names[i] for i in order],
+            "sha256": [hashes[i] for i in order],
             "age": pd.array([lab.age for lab in labels], dtype="Int64"),
             "gender": pd.array([lab.gender for lab in labels], dtype="Int64"),
             "race": [lab.race for lab in labels],
             "usable": [lab.usable for lab in labels],
             "problem": [lab.problem for lab in labels],
-            "read_problem": problems,
+            "read_problem": [problems[i] for i in order],
         }
     )
-    images, readable = decode_all(blobs, data.image_size)
-    del blobs
-    assign_status(faces, readable)
+    assign_status(faces, np.array([readable[i] for i in order], dtype=bool))
     faces["split"] = split(faces, data, params.seed)
     summary = summarize(faces, data.raw)
-    write_prepared(faces, images, summary)
+    write_prepared(faces, summary, side, lambda places: fill(source, side, places))
 
     counts = ", ".join(f"{k} {v}" for k, v in summary["status"].items())
     sizes = ", ".join(f"{s} {summary['splits'][s]['n']}" for s in SPLITS)

@@ -36,6 +36,7 @@ SMALL = [
     "model_a.dense_units=16",
     "model_a.fit.batch_size=32",
     "model_a.fit.epochs=1",
+    "model_a.teacher=none",  # distillation is tested on its own and in tests/pipeline.py
     "model_b.backbone=mobilenet_v2",  # the face MobileNet is tested on its own (test_tfjs_graph)
     "model_b.weights=null",
     "model_b.alpha=0.35",

@@ -103,10 +103,12 @@ def declared_outputs(repo: Path) -> list[Path]:
 
 
 def check_outputs(repo: Path) -> dict:
-    """All declared outputs exist; every metric in reports/metrics.json is finite."""
+    """All declared outputs exist; every score evaluate wrote is finite. Returns the scores."""
     missing = [str(p.relative_to(repo)) for p in declared_outputs(repo) if not p.exists()]
     assert not missing, f"declared outputs missing: {missing}"
-    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    compared = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert list(compared) == ["A", "B", "ensemble"], compared
+    metrics = json.loads((repo / "reports" / "eval" / "scores_flip.json").read_text())
     assert set(metrics) == {"model_a", "model_b", "ensemble"}
     for model, splits in metrics.items():
         for split, values in splits.items():

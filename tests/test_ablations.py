@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from scripts.ablations import _rows, merge
+from scripts.ablations import METRICS, _rows, merge
 
 
 def exp_data(params: dict, a: tuple[float, float], b: tuple[float, float]) -> dict:
     """One revision as `dvc exp show --json` gives it: its params and metrics.json."""
 
     def scores(gender: float, age: float) -> dict:
-        split = {"gender_accuracy": gender, "age_mae": age}
-        return {"val": split, "test": split}
+        return {
+            f"{s}_{k}": v
+            for s in ("val", "test")
+            for k, v in (("gender", gender), ("age_mae", age))
+        }
 
     return {
         "params": {"params.yaml": {"data": params}},
-        "metrics": {
-            "reports/metrics.json": {"data": {"model_a": scores(*a), "model_b": scores(*b)}}
-        },
+        "metrics": {"reports/metrics.json": {"data": {"A": scores(*a), "B": scores(*b)}}},
     }
 
 
@@ -36,3 +37,18 @@ def test_merge_keeps_older_rows_and_replaces_a_rerun_recipe():
     old = [{"name": "commit 1", "stage": "train_a", "v": 1}, {"name": "exp", "stage": "train_b"}]
     new = [{"name": "commit 1", "stage": "train_a", "v": 2}, {"name": "commit 2", "stage": "x"}]
     assert merge(old, new) == [old[1], *new]
+
+
+def test_rows_read_the_metrics_layout_of_older_commits_too():
+    def full(gender: float, age: float) -> dict:  # metrics.json before issue 22: every score
+        split = {"gender_accuracy": gender, "age_mae": age, "age_rmse": 9.0, "n": 1000}
+        return {"train": split, "val": split, "test": split}
+
+    params = {"model_a": {}, "model_b": {"dropout": 0.1}}
+    metrics = {"model_a": full(0.9, 6), "model_b": full(0.8, 7)}
+    older = {"params": {"params.yaml": {"data": params}}, "metrics": {METRICS: {"data": metrics}}}
+    now = exp_data({"model_a": {}, "model_b": {"dropout": 0.3}}, (0.9, 6), (0.85, 6.5))
+    rows = _rows(now, older, "commit y")
+    assert [(r["stage"], r["val_gender_accuracy"], r["test_age_mae"]) for r in rows] == [
+        ("train_b", 0.85, 6.5)
+    ]

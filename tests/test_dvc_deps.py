@@ -93,3 +93,20 @@ def test_the_closure_follows_lazy_imports():
     """An import inside a function counts: it runs when the stage calls that function."""
     found = imported_modules(ROOT / "agegender" / "faces.py")
     assert "cv2" in found  # faces.py imports OpenCV only inside functions
+
+
+def test_artifacts_are_the_trained_models():
+    """dvc.yaml's `artifacts:` name each model a training stage writes, as type model."""
+    from agegender.layout import TRAINED
+
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    artifacts = spec["artifacts"]
+    assert {a["path"] for a in artifacts.values()} == {m.file.as_posix() for m in TRAINED.values()}
+    outs = {
+        o if isinstance(o, str) else next(iter(o))
+        for stage in spec["stages"].values()
+        for o in stage.get("outs", [])
+    }
+    for name, artifact in artifacts.items():
+        assert artifact["type"] == "model" and artifact["desc"] and artifact["labels"], name
+        assert artifact["path"] in outs, name

@@ -57,10 +57,24 @@ def test_ensemble_weighs_both_models_as_chosen_on_val(small_pipeline):
         assert set(w) == {"model_a", "model_b"} and sum(w.values()) == pytest.approx(1)
         mix = w["model_a"] * faces[f"{column}_model_a"] + w["model_b"] * faces[f"{column}_model_b"]
         np.testing.assert_allclose(faces[f"{column}_ensemble"], mix, atol=0.011)
-    metrics = json.loads((small_pipeline / "reports" / "metrics.json").read_text())
+    full = json.loads((small_pipeline / "reports" / "eval" / "scores_flip.json").read_text())
     for model in ("model_a", "model_b", "ensemble"):
-        assert set(metrics[model]) == {"train", "val", "test"}
-        assert set(metrics[model]["val"]) == set(METRIC_KEYS)
+        assert set(full[model]) == {"train", "val", "test"}
+        assert set(full[model]["val"]) == set(METRIC_KEYS)
+
+
+def test_metrics_json_holds_only_what_runs_are_compared_by(small_pipeline):
+    """At most 30 values, so `dvc exp show` fits a terminal; they equal the full scores."""
+    metrics = json.loads((small_pipeline / "reports" / "metrics.json").read_text())
+    full = json.loads((small_pipeline / "reports" / "eval" / "scores_flip.json").read_text())
+    assert list(metrics) == ["A", "B", "ensemble"]
+    assert sum(len(row) for row in metrics.values()) <= 30
+    for key, model in (("A", "model_a"), ("B", "model_b"), ("ensemble", "ensemble")):
+        row = metrics[key]
+        assert row["val_gender"] == full[model]["val"]["gender_accuracy"]
+        assert row["test_age_mae"] == full[model]["test"]["age_mae"]
+        assert ("train_min" in row) == (key != "ensemble")
+    assert metrics["A"]["train_min"] > 0
 
 
 def test_ensemble_weights_follow_the_better_model_on_val():

@@ -262,16 +262,11 @@ def test_export_keeps_the_saved_model_when_tflite_fails(model_b, tmp_path, capsy
 
 
 def test_console_entry_point(faces_folder, model_b):
-    """`python -m stages.predict` (what the agegender-predict script runs), exit status 0."""
+    """agegender.cli:main (what the agegender-predict script runs): exit status 0, and only
+    its own lines on stderr, none of TensorFlow's start-up chatter."""
+    code = "import sys; from agegender.cli import main; main(sys.argv[1:])"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agegender.predict",
-            str(faces_folder / "plain.jpg"),
-            "--model",
-            model_b,
-        ],
+        [sys.executable, "-c", code, str(faces_folder / "plain.jpg"), "--model", model_b],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -280,7 +275,23 @@ def test_console_entry_point(faces_folder, model_b):
     assert result.returncode == 0, result.stderr
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert record["gender"] in ("male", "female")
-    assert "predict: 1 images, 0 errors" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("predict: 1 images, 0 errors")
+    assert "absl" not in result.stderr and "cuInit" not in result.stderr
+
+
+def test_help_answers_without_importing_tensorflow():
+    code = (
+        "import sys\n"
+        "from agegender.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'numpy') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.splitlines()[-1] == "[]"
+    assert "--detect-faces" in result.stdout
 
 
 # --- bad input: each ends in one clear line, or a record, never a hang or lost results ---

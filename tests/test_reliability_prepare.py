@@ -105,7 +105,7 @@ def test_signals_wait_until_the_new_set_is_in(tmp_path, monkeypatch):
 def test_workers_die_with_a_killed_parent():
     script = (
         "import os, time\n"
-        "from agegender.dataset import worker_pool\n"
+        "from agegender.decoding import worker_pool\n"
         "pool = worker_pool(2)\n"
         "pool.submit(os.getpid).result()\n"
         "print(*pool._processes, flush=True)\n"
@@ -303,4 +303,44 @@ def test_a_file_size_limit_stops_prepare_in_one_line(project):
     assert result.returncode == 2, result.stderr[-800:]
     errors = [ln for ln in result.stderr.splitlines() if ln and not ln.startswith("prepare:")]
     assert errors == [errors[0]] and errors[0].startswith("error: cannot write data/prepared: ")
-    assert "file-size limit (ulimit -f)" in errors[0] and "Traceback" not in result.stderr
+    assert "ulimit -f" in errors[0] and "Traceback" not in result.stderr
+
+
+# --- memory stays bounded whatever the archive (issue 21) --------------------------------------
+
+
+def _peak_rss_mb_of(command: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
+    """Run a command; its result and the peak resident memory of it and its workers, MB."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert peak >= before
+    return result, peak / 1024
+
+
+def test_huge_members_do_not_add_up_in_memory(project):
+    """48 members of 19 MB of zeros (900 MB unpacked, 1 MB packed): the old prepare held every
+    member and a copy of it at once; a stream holds a few chunks of 64 MB at most."""
+    archive = project / "data" / "raw" / "zeros.zip"
+    zeros = b"\0" * (19 << 20)
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(48):
+            zf.writestr(f"UTKFace/{20 + i}_0_0_2017010100000{i:04d}.jpg", zeros)
+    write_params(project, [*SMALL, f"data.raw={archive.relative_to(project)}"])
+    result, peak = _peak_rss_mb_of([sys.executable, "-m", "stages.prepare"], project)
+    assert (
+        result.returncode == 2 and "holds no usable face (48 files: unreadable 48)" in result.stderr
+    )
+    assert peak < 500, f"peak memory {peak:.0f} MB for 900 MB of members"
+
+
+def test_a_size_whose_arrays_do_not_fit_the_disk_is_one_line(project, monkeypatch):
+    write_params(project, [*SMALL, "data.image_size=512"])
+    monkeypatch.setattr(data.shutil, "disk_usage", lambda path: type("U", (), {"free": 2**28})())
+    with pytest.raises(UserError, match=r"400 faces of 512 px need 0.3 GiB on disk, 0.2 GiB are"):
+        prepare.main()

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pandas as pd
@@ -109,15 +110,16 @@ def one_table(markdown: str, heading: str) -> list[list[str]]:
 def test_report_has_every_section_and_figure(project, markdown):
     headings = [line for line in markdown.splitlines() if line.startswith("## ")]
     assert [h.split(".")[0] for h in headings] == ["## 1", "## 2", "## 3", "## 4", "## 5"]
-    for name in (*FIGURES, "worst_faces"):
-        assert (project / "reports" / "figures" / f"{name}.png").is_file(), name
-    for name in FIGURES:
-        assert f"](figures/{name}.png)" in markdown
+    assert (project / "reports" / "figures" / "worst_faces.png").is_file()
+    for name in FIGURES:  # charts from numbers: SVG, linked from report.md
+        assert (project / "reports" / "charts" / f"{name}.svg").is_file(), name
+        assert f"](charts/{name}.svg)" in markdown
+    assert "](figures/" not in markdown  # no face thumbnail is linked from the git copy
 
 
 @pytest.mark.parametrize("model", ["model_a", "model_b"])
-def test_scores_per_split_equal_metrics_json(project, markdown, model):
-    metrics = read_json(project, "reports/metrics.json")[model]
+def test_scores_per_split_equal_the_scores_file(project, markdown, model):
+    metrics = read_json(project, "reports/eval/scores_flip.json")[model]
     table = one_table(markdown, f"{MODELS[model].label}: scores per split")
     header, rows = table[0], {row[0]: row for row in table[1:]}
     assert header == ["metric", "train", "val", "test", "val - train"]
@@ -130,8 +132,8 @@ def test_scores_per_split_equal_metrics_json(project, markdown, model):
             assert gap == pytest.approx(metrics["val"][key] - metrics["train"][key], abs=1e-6)
 
 
-def test_comparison_table_equals_metrics_json(project, markdown):
-    metrics = read_json(project, "reports/metrics.json")
+def test_comparison_table_equals_the_scores_file(project, markdown):
+    metrics = read_json(project, "reports/eval/scores_flip.json")
     focus = "test" if metrics["model_a"]["test"]["n"] else "val"
     table = one_table(markdown, f"Scores on the {focus} split")
     header, rows = table[0], {row[0]: row for row in table[1:]}
@@ -142,8 +144,8 @@ def test_comparison_table_equals_metrics_json(project, markdown):
 
 
 def test_flip_table_equals_both_json_files(project, markdown):
-    metrics = read_json(project, "reports/metrics.json")
-    other = read_json(project, "reports/eval/other_tta.json")
+    metrics = read_json(project, "reports/eval/scores_flip.json")
+    other = read_json(project, "reports/eval/scores_no_flip.json")
     focus = "test" if metrics["model_a"]["test"]["n"] else "val"
     rows = one_table(markdown, "Flip averaging")[1:]
     assert len(rows) == 2 * len(MODELS)
@@ -182,7 +184,7 @@ def test_breakdown_tables_equal_breakdown_csv(project, markdown):
 
 
 def test_winner_sentences_follow_the_numbers(project, markdown):
-    metrics = read_json(project, "reports/metrics.json")
+    metrics = read_json(project, "reports/eval/scores_flip.json")
     focus = "test" if metrics["model_a"]["test"]["n"] else "val"
     values = {m: metrics[m][focus]["age_mae"] for m in MODELS}
     best = min(values.values())
@@ -207,11 +209,15 @@ def test_html_is_self_contained(project, page):
     references = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]*)""", page)
     assert references
     for ref in references:
-        assert ref.startswith(("data:image/png;base64,", "#")), ref[:80]
+        assert ref.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,", "#")), ref
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == len(list((project / "reports" / "figures").glob("*.png")))
     for data in images:
         Image.open(io.BytesIO(base64.b64decode(data))).verify()
+    charts = re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', page)
+    assert len(charts) == len(list((project / "reports" / "charts").glob("*.svg"))) > 0
+    for data in charts:
+        assert ElementTree.fromstring(base64.b64decode(data)).tag.endswith("svg")
     assert "largest age errors" in page  # the thumbnails: in the HTML only
     ids = set(re.findall(r'id="([^"]+)"', page))
     assert all(ref[1:] in ids for ref in references if ref.startswith("#"))
@@ -243,9 +249,11 @@ def test_html_opens_in_chromium_and_screenshots(project, tmp_path):
 
 def test_missing_input_is_one_clear_error(small_pipeline, tmp_path, monkeypatch):
     shutil.copytree(small_pipeline, tmp_path / "p")
-    (tmp_path / "p" / "reports" / "metrics.json").unlink()
+    (tmp_path / "p" / "reports" / "eval" / "scores_flip.json").unlink()
     monkeypatch.chdir(tmp_path / "p")
-    with pytest.raises(UserError, match=r"reports/metrics.json: not found; run `dvc repro"):
+    with pytest.raises(
+        UserError, match=r"reports/eval/scores_flip.json: not found; run `dvc repro"
+    ):
         report.main()
     assert not Path("reports/report.md").exists()
 
@@ -333,3 +341,17 @@ def test_git_state_outside_a_repository(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert "unknown" in git_state()
+
+
+def test_reproduce_names_the_machine_and_only_code_changes(project, markdown, monkeypatch):
+    environment = read_json(project, "reports/eval/environment.json")
+    assert environment["cores"] >= 1 and "numpy" in environment["packages"]
+    assert (
+        environment["cpu"] in markdown and f"numpy {environment['packages']['numpy']}" in markdown
+    )
+    status = " M dvc.lock\n M reports/metrics.json\n M data/teacher.dvc\n M params.yaml\n M x.py\n"
+    monkeypatch.setattr(
+        "agegender.report.reproduce.git",
+        lambda *args: "abc123\n" if args[0] == "rev-parse" else status,
+    )
+    assert git_state() == "Git commit `abc123`, with uncommitted changes to `params.yaml`, `x.py`."

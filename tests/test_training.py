@@ -2,6 +2,7 @@
 serving models that load without this project, and interrupted runs."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -247,7 +248,7 @@ def test_distilled_targets_move_towards_the_teacher():
     }
     teacher = {"age": np.array([30.0, 60.0], "float32"), "gender": np.array([0.4, 0.8], "float32")}
     out = distilled(y, teacher, 0.5, 2.0)
-    np.testing.assert_allclose(out["gender"][:, 0], [0.2, 0.9])
+    np.testing.assert_allclose(out["gender"], [[0.0, 0.2], [1.0, 0.9]])  # [label, soft]
     np.testing.assert_array_equal(out["age"], y["age"])  # the MAE metric keeps the truth
     dist = out["age_probs"]
     assert dist.shape == (2, MAX_AGE + 1)
@@ -255,7 +256,22 @@ def test_distilled_targets_move_towards_the_teacher():
     assert dist[0, 20] == pytest.approx(dist[0, 30], rel=1e-4)  # two equal peaks
     np.testing.assert_allclose(dist[1], numpy(age_distribution(np.array([[60.0]]), 2.0))[0])
     no_dldl = distilled({k: y[k] for k in ("age", "gender")}, teacher, 0.25, 2.0)
-    np.testing.assert_allclose(no_dldl["age"][:, 0], [22.5, 60.0])
+    np.testing.assert_allclose(no_dldl["age"], [[20.0, 22.5], [60.0, 60.0]])
+
+
+def test_distilled_training_scores_the_labels_and_learns_the_soft_targets(tmp_path):
+    """Two target columns: the loss uses the soft one, accuracy and MAE the labels."""
+    params = small_params(tmp_path, "model_a.loss.age=mae", "model_a.age_head=linear")
+    model = build_model_a(params.model_a, 32, 0)
+    compile_model(model, params.model_a.fit, params.model_a.loss, 1)
+    y = {"age": np.full((4, 1), 30.0, "float32"), "gender": np.ones((4, 1), "float32")}
+    teacher = {"age": np.full(4, 30.0, "float32"), "gender": np.full(4, 0.9, "float32")}
+    soft = distilled(y, teacher, 0.5, 2.0)
+    hard = model.evaluate(images(4), y, verbose=0, return_dict=True)
+    both = model.evaluate(images(4), soft, verbose=0, return_dict=True)
+    assert both["gender_accuracy"] == hard["gender_accuracy"]  # against the labels
+    assert both["age_mae"] == pytest.approx(hard["age_mae"])
+    assert both["gender_loss"] != pytest.approx(hard["gender_loss"])  # from the soft column
 
 
 def test_dldl_loss_on_a_distribution_equals_the_loss_on_its_age():
@@ -289,3 +305,26 @@ def test_one_gender_in_train_or_val_stops_before_training(prepared_synthetic, tm
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     with pytest.raises(UserError, match="the val split holds faces of one gender only"):
         Trainer(model, str(tmp_path / "live"), train, one)
+
+
+def test_prepared_images_of_another_size_stop_training_in_one_line(
+    prepared_synthetic, project, monkeypatch
+):
+    """A stage run directly after data.image_size changed: the sizes, and `dvc repro`."""
+    from stages import train_a
+
+    shutil.copytree(prepared_synthetic, project / "data" / "prepared")
+    small_params(project, "data.image_size=64")
+    message = r"holds 32 px images but params.yaml's data.image_size is 64 px; run `dvc repro`"
+    with pytest.raises(UserError, match=message):
+        train_a.main()
+
+
+def test_a_training_stage_checks_it_can_write_before_it_trains(prepared_synthetic, project):
+    from stages import train_a
+
+    shutil.copytree(prepared_synthetic, project / "data" / "prepared")
+    (project / "models").write_text("a file where the models folder should be")
+    with pytest.raises(UserError, match="cannot write models: a file stands where a folder"):
+        train_a.main()
+    assert not (project / "reports" / "train_a").exists()

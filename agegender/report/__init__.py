@@ -14,7 +14,7 @@ import matplotlib
 from agegender import params as P
 from agegender.backbones import BACKBONES
 from agegender.errors import write_text
-from agegender.layout import FIGURES, MODEL_A, MODEL_B, REPORT_HTML, REPORT_MD
+from agegender.layout import CHARTS, FIGURES, MODEL_A, MODEL_B, REPORT_HTML, REPORT_MD
 from agegender.report.comparison import comparison_section, winner_sentence
 from agegender.report.data_section import data_section
 from agegender.report.document import Block, Bullets, Figure, Heading, Text, to_html, to_markdown
@@ -62,7 +62,7 @@ def abstract(params: P.Params, outputs: Outputs) -> list[Block]:
 
 def build(params: P.Params) -> tuple[str, list[Block]]:
     """The title and the blocks, writing the figures on the way; reads every input first."""
-    outputs = read_outputs()
+    outputs = read_outputs(params.evaluate.flip_tta)
     backbone = BACKBONES[params.model_b.backbone].title
     title = f"Age and gender from faces: a CNN from scratch against a fine-tuned {backbone}"
     a, b = params.model_a, params.model_b
@@ -92,7 +92,9 @@ def build(params: P.Params) -> tuple[str, list[Block]]:
             train=trains[MODEL_B.key],
         ),
         *comparison_section(outputs, params.evaluate.flip_tta, params.report.worst_faces),
-        *reproduce_section(P.PARAMS_FILE.read_text(), a.fit.epochs, b.phase2.learning_rate),
+        *reproduce_section(
+            P.PARAMS_FILE.read_text(), a.fit.epochs, b.phase2.learning_rate, outputs.environment
+        ),
     ]
     return title, blocks
 
@@ -101,12 +103,13 @@ def main() -> None:
     """Build the report, drop figures it no longer shows, write both documents."""
     params = P.load()
     FIGURES.mkdir(parents=True, exist_ok=True)
+    CHARTS.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context(STYLE):
         title, blocks = build(params)
-    made = {b.path.name for b in blocks if isinstance(b, Figure)}
-    for stale in FIGURES.glob("*.png"):  # e.g. a diagram from when Graphviz was installed
-        if stale.name not in made:
+    made = {b.path for b in blocks if isinstance(b, Figure)}
+    for stale in [*FIGURES.glob("*.png"), *CHARTS.glob("*.svg")]:  # e.g. a diagram from
+        if stale not in made:  # when Graphviz was installed
             stale.unlink()
     write_text(REPORT_MD, to_markdown(blocks))
     write_text(REPORT_HTML, to_html(blocks, title))
-    print(f"report: wrote {REPORT_MD}, {REPORT_HTML} and {len(made)} figures in {FIGURES}")
+    print(f"report: wrote {REPORT_MD}, {REPORT_HTML} and {len(made)} figures")

@@ -95,9 +95,13 @@ def relative_link(path: Path) -> str:
     return path.relative_to(REPORT_MD.parent).as_posix()
 
 
+SVG_DATA = "data:image/svg+xml;base64,"
+
+
 def data_uri(path: Path) -> str:
-    """The PNG itself, so report.html needs no other file."""
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    """The image itself (PNG or SVG), so report.html needs no other file."""
+    head = SVG_DATA if path.suffix == ".svg" else "data:image/png;base64,"
+    return head + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def block_markdown(block: Block, number: int, image: Callable[[Path], str]) -> str:
@@ -170,6 +174,10 @@ def numeric_cell(self, tokens: list[Token], idx: int, options, env) -> str:
 
 # Raw HTML in the Markdown stays text: a `<` or `&` in a cell shows as itself, escaped once.
 MARKDOWN = MarkdownIt("commonmark", {"html": False, "xhtmlOut": False}).enable("table")
+_safe_link = MARKDOWN.validateLink
+# markdown-it refuses data:image/svg+xml links (an SVG can carry script); ours are the
+# charts this report draws, so they pass.
+MARKDOWN.validateLink = lambda url: url.startswith(SVG_DATA) or _safe_link(url)
 MARKDOWN.add_render_rule("heading_open", heading_with_id)
 MARKDOWN.add_render_rule("th_open", numeric_cell)
 MARKDOWN.add_render_rule("td_open", numeric_cell)

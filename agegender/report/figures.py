@@ -1,4 +1,6 @@
-"""The report's figures: PNG files under reports/figures, one function each.
+"""The report's figures, one function each: charts drawn from numbers only as SVG files in
+reports/charts (small, in git, so a fresh clone's report.md shows them), face thumbnails as
+PNG files in reports/figures (DVC cache only: UTKFace's pixels never go into git).
 
 matplotlib's object API only (no pyplot): no global state and no GUI backend. The caller
 sets STYLE with matplotlib.rc_context around the whole report.
@@ -16,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from agegender.errors import atomic_path
-from agegender.layout import FIGURES, MODELS, SPLIT_NAMES, Model
+from agegender.layout import CHARTS, FIGURES, MODELS, SPLIT_NAMES, Model
 from agegender.report.inputs import read_curve
 from agegender.report.text import fmt
 from agegender.utkface import AGE_BUCKETS
@@ -48,11 +50,21 @@ STYLE = {
     "legend.fontsize": 9,
     "savefig.dpi": 110,
     "savefig.bbox": "tight",
+    "svg.hashsalt": "agegender",  # the same ids in every run: reruns give the same bytes
+    "svg.fonttype": "none",  # text as text: smaller files
 }
 
 
 def save(figure: Figure, name: str) -> Path:
-    """reports/figures/<name>.png, written whole or not at all; no timestamp in the file."""
+    """reports/charts/<name>.svg, written whole or not at all; no date in the file."""
+    path = CHARTS / f"{name}.svg"
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="svg", metadata={"Date": None, "Creator": None})
+    return path
+
+
+def save_picture(figure: Figure, name: str) -> Path:
+    """reports/figures/<name>.png, for figures that hold faces; no timestamp in the file."""
     path = FIGURES / f"{name}.png"
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", metadata={"Software": None})
@@ -157,6 +169,7 @@ def scatter_figure(predictions: pd.DataFrame, metrics: dict, focus: str) -> Path
             alpha=0.35,
             color=COLORS[model.key],
             linewidths=0,
+            rasterized=True,  # thousands of dots: one embedded bitmap keeps the SVG small
         )
         ax.plot([0, top], [0, top], color="#333", linewidth=1, label="perfect")
         mae = fmt(metrics[model.key][focus]["age_mae"], "3f")
@@ -194,7 +207,7 @@ def worst_faces_figure(worst: pd.DataFrame, model: Model, focus: str) -> Path | 
         predicted = face[f"age_{model.key}"]
         ax.set_title(f"true {face['age']}, pred {predicted:.0f}", fontsize=8)
     figure.suptitle(f"{model.label}: the {len(rows)} largest age errors ({focus} split)")
-    return save(figure, "worst_faces")
+    return save_picture(figure, "worst_faces")
 
 
 def diagram_figure(network, key: str) -> Path | None:

@@ -12,10 +12,10 @@ from agegender import layout
 from agegender.errors import UserError
 from agegender.layout import (
     BREAKDOWN,
-    METRICS,
+    ENVIRONMENT,
     MODEL_A,
-    OTHER_TTA,
     PREDICTIONS,
+    SCORES,
     SUMMARY,
     TRAINED,
 )
@@ -41,20 +41,23 @@ class Outputs:
     """The pipeline's outputs the report reads (the models themselves are loaded later)."""
 
     summary: dict  # prepare: data/prepared/summary.json
-    metrics: dict  # evaluate: model -> split -> scores
+    metrics: dict  # evaluate: model -> split -> every score (as evaluate.flip_tta says)
     other: dict  # evaluate: the same scores with the other flip_tta setting
     trains: dict[str, dict]  # train_a, train_b: DVCLive metrics.json, by model key
+    environment: dict  # evaluate: the CPU, cores and library versions of the run
     breakdown: pd.DataFrame  # evaluate: scores per age bucket, race and gender
     predictions: pd.DataFrame  # evaluate: every face of the focus split, every model
 
 
-def read_outputs() -> Outputs:
-    """All of them up front, so a missing file stops the report before anything is written."""
+def read_outputs(flip: bool) -> Outputs:
+    """All of them up front, so a missing file stops the report before anything is written.
+    `flip`: evaluate.flip_tta, which of the two score files the report is about."""
     return Outputs(
         summary=read_json(SUMMARY, "prepare"),
-        metrics=read_json(METRICS, "evaluate"),
-        other=read_json(OTHER_TTA, "evaluate"),
+        metrics=read_json(SCORES[flip], "evaluate"),
+        other=read_json(SCORES[not flip], "evaluate"),
         trains={k: read_json(m.live_dir / "metrics.json", m.stage) for k, m in TRAINED.items()},
+        environment=read_json(ENVIRONMENT, "evaluate"),
         breakdown=read_csv(BREAKDOWN, "evaluate"),
         predictions=read_csv(PREDICTIONS, "evaluate"),
     )
