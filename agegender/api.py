@@ -2,9 +2,9 @@
 
     from agegender.api import analyze
     analyze("me.jpg")                   # [{"age": 31.4, "gender": "female", "gender_prob": 0.93,
-                                        #   "box": [0, 0, 200, 200]}]
-    analyze(pil_image, detect_faces=True, model="ensemble")
-    analyze(np.asarray(pil_image))      # uint8 (H, W, 3) or (H, W)
+                                        #   "box": [412, 188, 230, 230]}], one record per face
+    analyze(pil_image, model="ensemble")
+    analyze(np.asarray(crop), detect_faces=False)  # uint8 (H, W, 3) or (H, W), already a crop
 
 `agegender-predict` is a command line over the same pieces. The project's models are found in
 $AGEGENDER_HOME, the current folder or the checkout this package was installed from, in that
@@ -91,15 +91,15 @@ class Analyzer:
     """The models of `model` loaded once; call it on any number of images."""
 
     def __init__(
-        self, model: str = "B", *, detect_faces: bool = False, flip: bool = True, batch_size=64
+        self, model: str = "B", *, detect_faces: bool = True, flip: bool = True, batch_size=64
     ):
         self.models = [load_model(path) for path in model_files(model)]
         self.sizes = tuple(sorted({m.input_shape[1] for m in self.models}))
         self.detect_faces, self.flip, self.batch_size = detect_faces, flip, batch_size
 
     def __call__(self, image: str | os.PathLike | Image.Image | np.ndarray) -> list[dict]:
-        """One record per face (the whole image is one face without detect_faces); [] when
-        detection finds none. A file that cannot be read is a UserError."""
+        """One record per face found ([] for none), or one for the whole image when it is a
+        crop (detect_faces=False). A file that cannot be read is a UserError."""
         faces = self.faces(image)
         if faces[0].error == NO_FACE:
             return []
@@ -131,14 +131,15 @@ def analyze(
     image: str | os.PathLike | Image.Image | np.ndarray,
     model: str = "B",
     *,
-    detect_faces: bool = False,
+    detect_faces: bool = True,
     flip: bool = True,
 ) -> list[dict]:
     """Age and gender of the faces in one image: [{"age", "gender", "gender_prob", "box"}].
 
     `model`: "B" (default), "A", "ensemble" or a .keras/.tflite path, loaded on the first
-    call and kept for the next ones. Without `detect_faces` the image is taken as one face,
-    as tight as UTKFace's crops; with it, each face is cropped like them first.
+    call and kept for the next ones. Each face found is cropped like UTKFace's crops first
+    (an image with no face gives []); with `detect_faces=False` the image is taken as one such
+    crop.
     """
     key = (model, detect_faces, flip)
     if key not in _loaded:

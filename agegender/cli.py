@@ -32,8 +32,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--csv", type=Path, help="write a CSV file instead of JSON lines")
     parser.add_argument("--no-flip", action="store_true", help="skip mirrored-image averaging")
     parser.add_argument(
-        "--detect-faces", action="store_true", help="find faces (OpenCV), one result per face"
+        "--crops",
+        action="store_true",
+        help="the images already are face crops like UTKFace's: skip face detection (by "
+        "default each face is found, cropped like the training faces and given a record; an "
+        "image with no face gets a record saying so)",
     )
+    parser.add_argument(
+        "--detect-faces", action="store_true", help=argparse.SUPPRESS
+    )  # default now
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (all cores)")
     parser.add_argument("--export", type=Path, metavar="DIR", help="write SavedModel and TFLite")

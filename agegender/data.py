@@ -116,17 +116,38 @@ def publish(staging: Path, out: Path, names: tuple[str, ...]) -> None:
             os.replace(staging / name, out / name)
 
 
+class NpyRows:
+    """A uint8 .npy file of a known shape, written row by row at each row's place: the bytes
+    np.save would write, with only one row in memory at a time. (A memory map would do the
+    same, but its dirty pages count as the process's memory until the kernel writes them.)"""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]):
+        self.file = open(path, "w+b")  # noqa: SIM115 (closed in close())
+        header = {"descr": np.dtype(np.uint8).str, "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(self.file, header)
+        self.start = self.file.tell()
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64))
+        self.file.truncate(self.start + shape[0] * self.row_bytes)
+
+    def __setitem__(self, row: int, pixels: np.ndarray) -> None:
+        self.file.seek(self.start + row * self.row_bytes)
+        self.file.write(np.ascontiguousarray(pixels, np.uint8).tobytes())
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def write_prepared(
     faces: pd.DataFrame,
     summary: dict,
     side: int,
-    fill: Callable[[dict[tuple[str, str], tuple[np.ndarray, int]]], None],
+    fill: Callable[[dict[tuple[str, str], tuple[NpyRows, int]]], None],
 ) -> None:
     """Write everything into a staging folder beside data/prepared, then publish it; the staging
     folder of a killed run is removed by the next.
 
-    Each split's images.npy is a memory-mapped array on disk that `fill` decodes the kept
-    faces into, given {(name, sha256): (array, row)}: no split is ever held in memory.
+    Each split's images.npy is written row by row as `fill` decodes the kept faces, given
+    {(name, sha256): (file, row)}: no split is ever held in memory.
     """
     clean_stale_temps(PREPARED)
     PREPARED.mkdir(parents=True, exist_ok=True)
@@ -140,15 +161,13 @@ def write_prepared(
         )
     staging = Path(tempfile.mkdtemp(prefix=temp_prefix(PREPARED), dir=PREPARED.parent))
     try:
-        places: dict[tuple[str, str], tuple[np.ndarray, int]] = {}
-        images = []
+        places: dict[tuple[str, str], tuple[NpyRows, int]] = {}
+        images: list[NpyRows] = []
         for name in SPLITS:
             rows = faces[faces.split == name]
             folder = staging / name
             folder.mkdir()
-            array = np.lib.format.open_memmap(
-                folder / "images.npy", mode="w+", dtype=np.uint8, shape=(len(rows), side, side, 3)
-            )  # the same bytes np.save writes
+            array = NpyRows(folder / "images.npy", (len(rows), side, side, 3))
             images.append(array)
             for row, key in enumerate(zip(rows.name, rows.sha256, strict=True)):
                 places[key] = (array, row)
@@ -160,10 +179,11 @@ def write_prepared(
             }
             for key, values in labels.items():
                 np.save(folder / f"{key}.npy", np.ascontiguousarray(values), allow_pickle=False)
-        fill(places)
-        for array in images:
-            array.flush()
-        del places, images, array
+        try:
+            fill(places)
+        finally:
+            for array in images:
+                array.close()
         columns = ["name", "sha256", "age", "gender", "race", "status", "reason", "split"]
         csv = faces[columns].to_csv(index=False, lineterminator="\n")
         write_text(staging / FACES_CSV.name, csv)

@@ -3,7 +3,7 @@ the archive holds.
 
 Two passes over the source. `scan` hashes every file and checks that it decodes, keeping
 no pixels; `fill` reads the source again and decodes only the faces the split kept, each
-straight into its place in a memory-mapped array. Files travel to the workers in chunks of
+written straight to its row of the split's file. Files travel to the workers in chunks of
 at most CHUNK files and CHUNK_BYTES bytes, and at most IN_FLIGHT chunks per worker are out
 at once, so neither a large archive nor an archive of huge members can exhaust memory.
 """
@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -130,8 +130,9 @@ def scan(source: Path, size: int) -> tuple[list[str], list[str], list[str], list
     return names, hashes, problems, readable
 
 
-def fill(source: Path, size: int, places: dict[tuple[str, str], tuple[np.ndarray, int]]) -> None:
-    """Decode each kept file, found by (name, sha256), into its row of its array.
+def fill(source: Path, size: int, places: dict[tuple[str, str], tuple[Any, int]]) -> None:
+    """Decode each kept file, found by (name, sha256), into its row of its array (anything
+    that takes `array[row] = pixels`).
 
     A second identical copy of a kept file (same name and content) is skipped.
     """

@@ -2,7 +2,8 @@
 
     agegender-predict photos/ me.jpg                       # JSON lines on stdout
     find . -name '*.png' | agegender-predict - --csv out.csv
-    agegender-predict group.jpg --detect-faces --model ensemble
+    agegender-predict group.jpg --model ensemble            # one record per face
+    agegender-predict crops/ --crops                       # images that already are face crops
     agegender-predict --export exported/                   # SavedModel (+ TFLite)
 
 Paths stream through in batches: the next batch decodes in a thread pool while the
@@ -193,7 +194,7 @@ def cli(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
     paths = model_files(args.model)
     if args.export and (len(paths) > 1 or paths[0].endswith(".tflite")):
         raise UserError("--export: give one .keras model file (export A and B one at a time)")
-    if args.detect_faces:
+    if not args.crops:
         check_face_detector()
     with quiet_native_logs():  # TensorFlow's start-up lines (cuInit on a CPU machine)
         models = [load_model(p) for p in paths]
@@ -205,7 +206,7 @@ def cli(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
         expand(args.inputs, stdin or sys.stdin),
         models,
         flip=not args.no_flip,
-        faces=args.detect_faces,
+        faces=not args.crops,
         batch_size=args.batch_size,
         workers=args.workers,
     )
@@ -230,7 +231,7 @@ def cli(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
                 bar.write(f"{record['path']}: {error}", file=sys.stderr)
             bar.update(new_image)
     summary = f"predict: {images} images, {errors} errors"
-    if args.detect_faces:
+    if not args.crops:
         summary += f", {predicted} faces, {no_face} without a face"
     rate = images / max(time.monotonic() - start, 1e-9)
     print(f"{summary}, {rate:.1f} images/s", file=sys.stderr)

@@ -240,11 +240,14 @@ def _read_zip(archive: Path) -> Iterator[Member]:
 
 
 def to_8_bits(image: Image.Image) -> Image.Image:
-    """A 16-bit, 32-bit or float greyscale image as 8 bits, scaled by its own range.
+    """A 16-bit, 32-bit or float greyscale image as 8 bits, scaled by its own range; any
+    other image as it is.
 
     PIL's convert("RGB") clips such modes at 255, which turns most 16-bit faces white.
     A flat image (no range) becomes mid-grey.
     """
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
     pixels = np.asarray(image, dtype=np.float64)
     finite = pixels[np.isfinite(pixels)]
     low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
@@ -260,8 +263,7 @@ def to_rgb_square(image: Image.Image, size: int) -> np.ndarray:
 
     A non-square image is centre-cropped to a square first, so faces keep their shape.
     """
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        image = to_8_bits(image)
+    image = to_8_bits(image)
     if image.mode != "RGB":
         if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
             image = image.convert("RGBA")

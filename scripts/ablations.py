@@ -1,6 +1,8 @@
 """Write the README's ablation table from reports/ablations/*.jsonl (never typed by hand).
 
     python scripts/ablations.py collect   # dvc exp show --json -> reports/ablations/cpu_runs.jsonl
+    python scripts/ablations.py seeds NAME   # the commit and its seed-only experiments ->
+                                             # one row of means and spreads (cpu_seeds.jsonl)
     python scripts/ablations.py           # the table between the README's ablations markers
 
 `gpu_screen.jsonl` comes from benchmarks/screen_recipes.py; `cpu_runs.jsonl` from
@@ -29,15 +31,7 @@ def collect(commits: int = 3) -> None:
     Each row's params are those that differ from the commit before it (for a commit) or from
     its commit (for an experiment), within that model's own section of params.yaml.
     """
-    shown = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "dvc", "exp", "show", "--json", "-n", str(commits)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
-    shown = [c for c in shown if c["rev"] != "workspace"]
+    shown = _exp_show(commits)
     rows = []
     for i, commit in enumerate(shown):
         older = shown[i + 1]["data"] if i + 1 < len(shown) else None
@@ -51,6 +45,49 @@ def collect(commits: int = 3) -> None:
     merged = merge(old, list(reversed(rows)))
     out.write_text("".join(json.dumps(row) + "\n" for row in merged))
     print(f"{len(rows)} rows from dvc exp show, {len(merged)} in all -> {out}")
+
+
+def _exp_show(commits: int = 1) -> list[dict]:
+    shown = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "dvc", "exp", "show", "--json", "-n", str(commits)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    return [c for c in shown if c["rev"] != "workspace"]
+
+
+def seeds(name: str) -> None:
+    """The last commit and its experiments that change nothing but `seed`: per model, the
+    mean of each val and test score and its spread (half the range), as one row each."""
+    (commit,) = _exp_show(1)
+    base = _params(commit["data"])
+    runs = [commit["data"]]
+    for exp in commit.get("experiments") or []:
+        for rev in exp.get("revs") or []:
+            params = _params(rev["data"])
+            changed = {k for k in params if params[k] != base.get(k)}
+            if changed == {"seed"}:
+                runs.append(rev["data"])
+    values = [_metrics(run) for run in runs]
+    used = sorted(int(_params(run)["seed"]) for run in runs)
+    rows = []
+    for stage, model in MODEL_OF_STAGE.items():
+        row = {"name": name, "stage": stage, "set": {"seed": used}}
+        row["where"] = f"2 CPU cores, TensorFlow, dvc repro; mean ± half range of {len(runs)} seeds"
+        for split in ("val", "test"):
+            for key in ("gender_accuracy", "age_mae"):
+                xs = [v[model][split][key] for v in values if v.get(model)]
+                row[f"{split}_{key}"] = round(sum(xs) / len(xs), 4)
+                row[f"{split}_{key}_spread"] = round((max(xs) - min(xs)) / 2, 4)
+        rows.append(row)
+    out = FOLDER / "cpu_seeds.jsonl"
+    old = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    merged = merge(old, rows)
+    out.write_text("".join(json.dumps(row) + "\n" for row in merged))
+    print(f"{len(runs)} runs (seeds {used}) -> {out}")
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
@@ -124,7 +161,10 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def _cell(row: dict, key: str, fmt: str) -> str:
-    return format(row[key], fmt) if isinstance(row.get(key), (int, float)) else ""
+    if not isinstance(row.get(key), (int, float)):
+        return ""
+    spread = row.get(f"{key}_spread")
+    return format(row[key], fmt) + (f" ± {format(spread, fmt)}" if spread is not None else "")
 
 
 def table() -> str:
@@ -157,4 +197,9 @@ def render() -> None:
 
 
 if __name__ == "__main__":
-    collect() if sys.argv[1:] == ["collect"] else render()
+    if sys.argv[1:2] == ["collect"]:
+        collect()
+    elif sys.argv[1:2] == ["seeds"]:
+        seeds(sys.argv[2])
+    else:
+        render()

@@ -52,3 +52,11 @@ def test_rows_read_the_metrics_layout_of_older_commits_too():
     assert [(r["stage"], r["val_gender_accuracy"], r["test_age_mae"]) for r in rows] == [
         ("train_b", 0.85, 6.5)
     ]
+
+
+def test_a_spread_shows_beside_its_mean():
+    from scripts.ablations import _cell
+
+    row = {"test_gender_accuracy": 0.941, "test_gender_accuracy_spread": 0.0025}
+    assert _cell(row, "test_gender_accuracy", ".1%") == "94.1% ± 0.2%"
+    assert _cell({"val_age_mae": 4.5}, "val_age_mae", ".2f") == "4.50"

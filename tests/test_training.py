@@ -31,6 +31,13 @@ def numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 
 
+def python(code: str, cwd, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run Python code in a fresh interpreter (no state of this test process)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def test_dldl_loss_prefers_the_true_age_and_is_kl_plus_l1():
     loss = dldl_loss(sigma=2.0)
     ages = np.arange(MAX_AGE + 1)
@@ -138,9 +145,7 @@ def test_saved_models_load_without_this_project(tmp_path):
         "['age']) for m in 'ab']; "
         "assert not [n for n in sys.modules if n.startswith(('stages', 'agegender'))]"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    result = python(code, tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     for m in "ab":
         np.testing.assert_allclose(np.load(tmp_path / f"{m}_age.npy"), expected[m], rtol=1e-5)
@@ -199,9 +204,7 @@ def test_ctrl_c_removes_the_training_scratch_folder(tmp_path):
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "run(main)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
-    )
+    result = python(code, tmp_path, timeout=120)
     assert result.returncode == 130, result.stderr[-1000:]
     assert list((tmp_path / "reports").iterdir()) == []
 
@@ -218,9 +221,7 @@ def test_ctrl_c_wrapped_by_a_native_library_still_says_interrupted(tmp_path):
         "        raise RuntimeError('pybind11::error_already_set: KeyboardInterrupt') from error\n"
         "run(main)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    result = python(code, tmp_path, timeout=60)
     assert result.returncode == 130
     assert result.stderr.strip() == "interrupted"
 
