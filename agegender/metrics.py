@@ -47,25 +47,24 @@ def scores(
     }
 
 
-COMPARED = {"gender_accuracy": "gender", "age_mae": "age_mae"}  # score -> key in metrics.json
+COMPARED = {"gender_accuracy": "acc", "age_mae": "mae"}  # score -> its name in metrics.json
+KEYS = {"model_a": "A", "model_b": "B", "ensemble": "AB"}  # model -> its key in metrics.json
 
 
-def compared(scores: dict, minutes: dict[str, float]) -> dict:
-    """reports/metrics.json: per model, val and test gender accuracy and age MAE, and the
-    minutes its training took. Only what a person compares between runs (`dvc exp show`
-    fits it in a terminal); every other score is in reports/eval/scores_*.json."""
-    out = {}
-    for model, key in ((m.key, m.short) for m in MODELS.values()):
-        row = {
+def compared(scores: dict) -> dict:
+    """reports/metrics.json: per model (A, B, AB for the ensemble), val and test gender
+    accuracy (acc) and age MAE (mae), 12 numbers. Only what a person compares between runs,
+    under names short enough that `dvc exp show` fits them in a 200-column terminal; every
+    other score is in reports/eval/scores_*.json, training times in reports/train_*/."""
+    return {
+        KEYS[model]: {
             f"{split}_{short}": scores[model][split][name]
             for split in ("val", "test")
             for name, short in COMPARED.items()
             if scores[model][split]["n"]
         }
-        if model in minutes:
-            row["train_min"] = round(minutes[model], 1)
-        out[key] = row
-    return out
+        for model in MODELS
+    }
 
 
 def breakdown(split: Split, pred: np.ndarray) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from pathlib import Path
 README = Path("README.md")
 FOLDER = Path("reports/ablations")
 MODEL_OF_STAGE = {"train_a": "model_a", "train_b": "model_b"}
-SHORT = {"model_a": "A", "model_b": "B"}  # metrics.json's keys (layout.MODELS' short names)
+SHORT = {"model_a": "A", "model_b": "B"}  # metrics.json's keys (agegender.metrics.KEYS)
 METRICS = "reports/metrics.json"
 
 
@@ -131,9 +131,15 @@ def _metrics(data: dict) -> dict:
     raw = ((data.get("metrics") or {}).get(METRICS) or {}).get("data") or {}
     out = {}
     for model, short in SHORT.items():
-        if short in raw:  # compact: A: {val_gender, val_age_mae, ...}
+        if short in raw:  # compact: A: {val_acc, val_mae, ...}
             row = raw[short]
-            pick = {s: (row.get(f"{s}_gender"), row.get(f"{s}_age_mae")) for s in ("val", "test")}
+            pick = {
+                s: (
+                    row.get(f"{s}_acc", row.get(f"{s}_gender")),
+                    row.get(f"{s}_mae", row.get(f"{s}_age_mae")),
+                )
+                for s in ("val", "test")
+            }
         elif model in raw:  # full: model_a: {val: {gender_accuracy, age_mae, ...}, ...}
             full = raw[model]
             pick = {

@@ -1,7 +1,7 @@
 """Stage `evaluate`: both models (and their ensemble) on train, val and test.
 
-Writes reports/metrics.json (the few numbers `dvc exp show` and `dvc metrics diff`
-compare: val and test gender accuracy and age MAE, training minutes),
+Writes reports/metrics.json (the 12 numbers `dvc exp show` and `dvc metrics diff`
+compare: val and test gender accuracy and age MAE of A, B and the ensemble),
 reports/eval/scores_flip.json and scores_no_flip.json (every score, with and without
 averaging the mirrored face's prediction), reports/eval/ensemble.json (the ensemble's
 weights, chosen on val), reports/eval/environment.json (CPU and library versions),
@@ -33,18 +33,10 @@ from agegender.layout import (
     SCORES,
     SPLITS,
     TRAINED,
-    Model,
     buckets_csv,
     focus_split,
 )
 from agegender.metrics import breakdown, compared, scores
-
-
-def training_minutes(model: Model) -> float:
-    """Minutes in fit, all phases, from the training stage's DVCLive summary."""
-    summary = json.loads((model.live_dir / "metrics.json").read_text())
-    phases = [block for block in summary.values() if isinstance(block, dict)]
-    return sum(block.get("seconds", 0.0) for block in phases) / 60
 
 
 def main() -> None:
@@ -91,8 +83,7 @@ def main() -> None:
     metrics = report(preds)
     write_text(SCORES[flip], json.dumps(metrics, indent=2) + "\n")
     write_text(SCORES[not flip], json.dumps(report(other), indent=2) + "\n")
-    minutes = {key: training_minutes(info) for key, info in TRAINED.items()}
-    write_text(METRICS, json.dumps(compared(metrics, minutes), indent=2) + "\n")
+    write_text(METRICS, json.dumps(compared(metrics), indent=2) + "\n")
     write_text(ENVIRONMENT, json.dumps(describe(), indent=2) + "\n")
 
     split = splits[focus]

@@ -107,7 +107,7 @@ def check_outputs(repo: Path) -> dict:
     missing = [str(p.relative_to(repo)) for p in declared_outputs(repo) if not p.exists()]
     assert not missing, f"declared outputs missing: {missing}"
     compared = json.loads((repo / "reports" / "metrics.json").read_text())
-    assert list(compared) == ["A", "B", "ensemble"], compared
+    assert list(compared) == ["A", "B", "AB"], compared
     metrics = json.loads((repo / "reports" / "eval" / "scores_flip.json").read_text())
     assert set(metrics) == {"model_a", "model_b", "ensemble"}
     for model, splits in metrics.items():

@@ -24,21 +24,19 @@ def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
     metrics = check_outputs(repo)
     assert metrics["model_a"]["val"]["n"] == 100
 
-    # Same params, same results: a forced rerun gives byte-identical data and scores on CPU
-    # (metrics.json's train_min is a wall-clock time: the one number that may differ).
-    outputs = ("data/prepared/val/images.npy", "reports/eval/scores_flip.json")
+    # Same params, same results: a forced rerun gives byte-identical data and metrics on CPU.
+    outputs = (
+        "data/prepared/val/images.npy",
+        "reports/metrics.json",
+        "reports/eval/scores_flip.json",
+    )
     first = {p: (repo / p).read_bytes() for p in outputs}
-    compared = json.loads((repo / "reports" / "metrics.json").read_text())
     sh("dvc", "repro", "--force", cwd=repo)
     assert {p: (repo / p).read_bytes() for p in first} == first
-    again = json.loads((repo / "reports" / "metrics.json").read_text())
-    for row in (*compared.values(), *again.values()):
-        row.pop("train_min", None)
-    assert again == compared
 
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout)
     keys = json.dumps(shown)
-    for key in ("val_gender", "test_age_mae", "train_min", '"A"', '"B"', '"ensemble"'):
+    for key in ("val_acc", "test_mae", '"A"', '"B"', '"AB"'):
         assert key in keys
     assert "up to date" in sh("dvc", "status", cwd=repo).stdout
     assert "Stage 'prepare' didn't change" in sh("dvc", "repro", cwd=repo).stdout
@@ -52,7 +50,7 @@ def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
     out = sh("dvc", "repro", cwd=repo).stdout
     assert "Running stage 'evaluate'" in out and "Running stage 'train_a'" not in out
     diff = sh("dvc", "metrics", "diff", cwd=repo).stdout
-    assert "reports/metrics.json" in diff and "age_mae" in diff
+    assert "reports/metrics.json" in diff and "_mae" in diff
 
     # Sharing: push to a local remote, clone, pull: same models, nothing to rerun.
     git("add", "-A", cwd=repo)
