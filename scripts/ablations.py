@@ -60,17 +60,20 @@ def _exp_show(commits: int = 1) -> list[dict]:
 
 
 def seeds(name: str) -> None:
-    """The last commit and its experiments that change nothing but `seed`: per model, the
-    mean of each val and test score and its spread (half the range), as one row each."""
-    (commit,) = _exp_show(1)
+    """The last commit and the experiments (on it or on the commits before it) whose params
+    differ from its params in `seed` alone: per model, the mean of each val and test score
+    and its spread (half the range), as one row each."""
+    shown = _exp_show(5)
+    commit = shown[0]
     base = _params(commit["data"])
     runs = [commit["data"]]
-    for exp in commit.get("experiments") or []:
-        for rev in exp.get("revs") or []:
-            params = _params(rev["data"])
-            changed = {k for k in params if params[k] != base.get(k)}
-            if changed == {"seed"}:
-                runs.append(rev["data"])
+    for parent in shown:
+        for exp in parent.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                params = _params(rev["data"])
+                changed = {k for k in params if params[k] != base.get(k)}
+                if changed == {"seed"} and _metrics(rev["data"]):
+                    runs.append(rev["data"])
     values = [_metrics(run) for run in runs]
     used = sorted(int(_params(run)["seed"]) for run in runs)
     rows = []
