@@ -67,15 +67,18 @@ def ensemble_weighting(n: int) -> dict[str, dict[Any, float]]:
     return {task: dict.fromkeys(range(n), 1 / n) for task in ("age", "gender")}
 
 
-def predict_faces(models: list, faces: list[Face], flip: bool, batch_size: int) -> np.ndarray:
-    """(N, 2) age and probability of female; an ensemble weighs its models as evaluate did."""
+def predict_faces(
+    models: list, faces: list[Face], flip: bool, batch_size: int, weights: dict
+) -> np.ndarray:
+    """(N, 2) age and probability of female; an ensemble weighs its models by `weights`
+    (ensemble_weighting, read once by the caller, not per batch)."""
     preds = {}
     for i, model in enumerate(models):
         side = model.input_shape[1]
         x = np.stack([f.pixels[side] for f in faces])  # type: ignore[index]
         plain, flipped = predict(model, x, batch_size)
         preds[i] = (plain + flipped) / 2 if flip else plain
-    return combine(preds, ensemble_weighting(len(models)))
+    return combine(preds, weights)
 
 
 def record(face: Face, age: float, prob: float) -> dict:
@@ -96,6 +99,7 @@ class Analyzer:
         self.models = [load_model(path) for path in model_files(model)]
         self.sizes = tuple(sorted({m.input_shape[1] for m in self.models}))
         self.detect_faces, self.flip, self.batch_size = detect_faces, flip, batch_size
+        self.weights = ensemble_weighting(len(self.models))
 
     def __call__(self, image: str | os.PathLike | Image.Image | np.ndarray) -> list[dict]:
         """One record per face found ([] for none), or one for the whole image when it is a
@@ -105,7 +109,7 @@ class Analyzer:
             return []
         if faces[0].error is not None:
             raise UserError(f"{faces[0].path}: {faces[0].error}")
-        preds = predict_faces(self.models, faces, self.flip, self.batch_size)
+        preds = predict_faces(self.models, faces, self.flip, self.batch_size, self.weights)
         return [record(face, *pred) for face, pred in zip(faces, preds, strict=True)]
 
     def faces(self, image) -> list[Face]:

@@ -29,7 +29,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from agegender.api import model_files, predict_faces, record
+from agegender.api import ensemble_weighting, model_files, predict_faces, record
 from agegender.cli import parse_args, quiet_native_logs
 from agegender.errors import UserError, atomic_path, run, write_failure
 from agegender.export import export
@@ -91,9 +91,10 @@ def predict_files(
     """One record per image (per face with `faces`), in input order, unrounded.
 
     Two batches of pixels at most are in memory: the one predicting and the next one,
-    which the thread pool decodes meanwhile (PIL and OpenCV release the GIL).
+    which the thread pool decodes meanwhile (PIL releases the GIL).
     """
     sizes = tuple(sorted({m.input_shape[1] for m in models}))
+    weights = ensemble_weighting(len(models))
     chunks = batches(paths, batch_size)
     with ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
 
@@ -105,7 +106,7 @@ def predict_files(
             batch = [face for future in pending for face in future.result()]
             pending = submit(next(chunks, []))  # decode ahead while the model works
             ok = [f for f in batch if f.error is None]
-            preds = iter(predict_faces(models, ok, flip, batch_size) if ok else [])
+            preds = iter(predict_faces(models, ok, flip, batch_size, weights) if ok else [])
             for face in batch:
                 row: dict = {"path": face.path}
                 if face.index is not None:  # --detect-faces: which face, and where
