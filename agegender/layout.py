@@ -23,7 +23,7 @@ METRICS = Path("reports/metrics.json")  # stage evaluate: the few numbers runs a
 EVAL = Path("reports/eval")
 # Every score of every model and split, with and without averaging the mirrored face's
 # prediction (evaluate.flip_tta says which of the two the metrics and the report use).
-SCORES = {True: EVAL / "scores_flip.json", False: EVAL / "scores_no_flip.json"}
+SCORE_FILES = {True: EVAL / "scores_flip.json", False: EVAL / "scores_no_flip.json"}
 ENVIRONMENT = EVAL / "environment.json"  # CPU, cores and library versions of the run
 ENSEMBLE_WEIGHTS = EVAL / "ensemble.json"  # each model's weight per task, chosen on val
 BREAKDOWN = EVAL / "breakdown.csv"
@@ -36,26 +36,35 @@ CHARTS = Path("reports/charts")  # drawn from numbers only: small SVG files, kep
 LOCK = Path("dvc.lock")
 
 
+# Training phases, as the stages name them, DVCLive logs them and the report shows them.
+FIT = "fit"  # model A: one fit
+PHASE1 = "phase1"  # model B: heads on the frozen backbone
+PHASE2 = "phase2"  # model B: top of the backbone unfrozen, lower learning rate
+
+
 @dataclass(frozen=True)
 class Model:
-    key: str  # the key in params.yaml and metrics.json
+    key: str  # the key in params.yaml and the scores files
     label: str  # tables and figure legends
     name: str  # inside a sentence
     short: str  # column headers
+    metrics_key: str  # its block in reports/metrics.json (short: dvc exp show's columns)
+    colour: str  # in every figure
     file: Path | None = None  # the saved serving model; None for the ensemble
     stage: str | None = None  # the dvc.yaml stage that trains it
     live_dir: Path | None = None  # its DVCLive folder (metrics.json and plots/)
+    phases: tuple[str, ...] = ()  # its training phases, in order
 
 
 MODEL_A = Model(
-    "model_a", "Model A", "model A", "A",
-    Path("models/age_gender_A.keras"), "train_a", Path("reports/train_a"),
+    "model_a", "Model A", "model A", "A", "A", "#1f77b4",
+    Path("models/age_gender_A.keras"), "train_a", Path("reports/train_a"), (FIT,),
 )  # fmt: skip
 MODEL_B = Model(
-    "model_b", "Model B", "model B", "B",
-    Path("models/age_gender_B.keras"), "train_b", Path("reports/train_b"),
+    "model_b", "Model B", "model B", "B", "B", "#d62728",
+    Path("models/age_gender_B.keras"), "train_b", Path("reports/train_b"), (PHASE1, PHASE2),
 )  # fmt: skip
-ENSEMBLE = Model("ensemble", "Ensemble", "the ensemble", "ensemble")
+ENSEMBLE = Model("ensemble", "Ensemble", "the ensemble", "ensemble", "AB", "#2ca02c")
 
 TRAINED = {m.key: m for m in (MODEL_A, MODEL_B)}  # the models a stage trains and saves
 MODELS = {**TRAINED, ENSEMBLE.key: ENSEMBLE}  # what evaluate scores: both, then their mean

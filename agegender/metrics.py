@@ -10,18 +10,11 @@ import pandas as pd
 from sklearn import metrics
 
 from agegender.data import Split
+from agegender.labels import AGE_BUCKETS, RACES, age_bucket
 from agegender.layout import MODELS
-from agegender.utkface import AGE_BUCKETS, RACES, age_bucket
+from agegender.metric_table import COMPARED, SCORES
 
-METRIC_KEYS = (
-    "gender_accuracy",
-    "gender_f1",
-    "gender_auc",
-    "age_mae",
-    "age_rmse",
-    "age_within_5",
-    "n",
-)
+METRIC_KEYS = tuple(score.key for score in SCORES)  # the order of metric_table.SCORES
 
 
 def scores(
@@ -47,23 +40,19 @@ def scores(
     }
 
 
-COMPARED = {"gender_accuracy": "acc", "age_mae": "mae"}  # score -> its name in metrics.json
-KEYS = {"model_a": "A", "model_b": "B", "ensemble": "AB"}  # model -> its key in metrics.json
-
-
 def compared(scores: dict) -> dict:
     """reports/metrics.json: per model (A, B, AB for the ensemble), val and test gender
     accuracy (acc) and age MAE (mae), 12 numbers. Only what a person compares between runs,
     under names short enough that `dvc exp show` fits them in a 200-column terminal; every
     other score is in reports/eval/scores_*.json, training times in reports/train_*/."""
     return {
-        KEYS[model]: {
-            f"{split}_{short}": scores[model][split][name]
+        model.metrics_key: {
+            f"{split}_{score.short}": scores[key][split][score.key]
             for split in ("val", "test")
-            for name, short in COMPARED.items()
-            if scores[model][split]["n"]
+            for score in COMPARED
+            if scores[key][split]["n"]
         }
-        for model in MODELS
+        for key, model in MODELS.items()
     }
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from agegender.backbones import BACKBONES, PRETRAINED, pretrained_weights
 from agegender.typed_yaml import ParamsError, build, need, read_yaml
 
 PARAMS_FILE = Path("params.yaml")
@@ -213,7 +212,7 @@ class Phase2(Fit):
 
 @dataclass(frozen=True)
 class ModelB:
-    backbone: str  # a key of backbones.BACKBONES
+    backbone: str  # a key of backbones.BACKBONES (checked there: see backbones.check)
     alpha: float  # width multiplier, MobileNet v1/v2 only
     # "pretrained" (the backbone's own: ImageNet's, or VGGFace2's for mobilenet_vggface2;
     # "imagenet" and "vggface2" name them), a weights file (.h5; a graph-model .json for
@@ -236,17 +235,9 @@ class ModelB:
     phase1: Phase1
     phase2: Phase2
 
-    @property
-    def pretrained(self) -> str | None:
-        """ "imagenet" or "vggface2" when the backbone's own weights are used, else the file."""
-        return pretrained_weights(self.backbone, self.weights)
-
     def check(self, at: str) -> None:
-        need(
-            self.backbone in BACKBONES,
-            f"{at}.backbone",
-            f"unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}",
-        )
+        """What needs no backbone registry; backbones.check does the rest (stage train_b),
+        so that adding a backbone touches neither this file nor the stages before train_b."""
         need(self.alpha > 0, f"{at}.alpha", f"must be > 0, got {self.alpha}")
         need(
             0 <= self.bn_momentum < 1,
@@ -259,23 +250,7 @@ class ModelB:
             values = getattr(self, name)
             need(all(v >= 1 for v in values), f"{at}.{name}", f"must be positive, got {values}")
         need(32 <= self.input_size <= 512, f"{at}.input_size", "must be in [32, 512]")
-        spec = BACKBONES[self.backbone]
-        if self.weights in PRETRAINED:
-            need(
-                self.weights in ("pretrained", spec.pretrained),
-                f"{at}.weights",
-                f"{self.backbone} has no {self.weights!r} weights; use {spec.pretrained!r}, "
-                f"a weights file or null",
-            )
-        elif self.weights is not None:
-            graph = spec.pretrained == "vggface2"  # its weights come as a TF.js graph model
-            check_weights_file(self.weights, f"{at}.weights", graph)
         if self.head_init == "pretrained":
-            need(
-                spec.pretrained == "vggface2" and self.weights is not None,
-                f"{at}.head_init",
-                "pretrained heads come with the mobilenet_vggface2 weights; set it to random",
-            )
             need(
                 self.age_units == self.gender_units == [256]
                 and (self.pooling, self.norm, self.age_head) == ("avg", "none", "expectation"),
@@ -329,26 +304,6 @@ class Params:
             f"must be >= {shrink} for model_a (stem_stride {a.stem_stride} and {blocks} pooling "
             f"blocks), got {self.data.image_size}; raise it or drop a block",
         )
-
-
-def check_weights_file(path: str, key: str, graph: bool = False) -> None:
-    """A missing, corrupt or truncated weights file stops here, not in a Keras traceback."""
-    import h5py  # installed with Keras; only this check needs it
-
-    if graph:
-        fix = "give 'vggface2', a TensorFlow.js graph model (.json beside its .bin), or null"
-        need(Path(path).is_file(), key, f"file {path!r} not found; {fix}")
-        need(path.endswith(".json"), key, f"file {path!r} is not a graph model .json; {fix}")
-        return
-    fix = "give 'pretrained', an HDF5 weights file (.h5), or null"
-    need(Path(path).is_file(), key, f"file {path!r} not found; {fix}")
-    need(h5py.is_hdf5(path), key, f"file {path!r} is not an HDF5 weights file; {fix}")
-    try:
-        h5py.File(path, "r").close()
-    except OSError as error:
-        reason = str(error).splitlines()[0][:200]
-        problem = f"file {path!r} is truncated or damaged ({reason}); {fix}"
-        raise ParamsError(f"{key}: {problem}") from None
 
 
 def load(path: Path | str = PARAMS_FILE) -> Params:

@@ -30,12 +30,14 @@ from typing import TextIO
 from tqdm import tqdm
 
 from agegender.api import ensemble_weighting, model_files, predict_faces, record
-from agegender.cli import parse_args, quiet_native_logs
-from agegender.errors import UserError, atomic_path, run, write_failure
+from agegender.arguments import parse_args
+from agegender.errors import UserError, run, write_failure
 from agegender.export import export
 from agegender.faces import NO_FACE, check_face_detector, read
+from agegender.files import atomic_path
+from agegender.images import IMAGE_SUFFIXES
 from agegender.inference import load_model
-from agegender.utkface import IMAGE_SUFFIXES
+from agegender.quiet import quiet_native_logs
 
 PROGRESS_AFTER = 2.0  # seconds before a progress bar appears (on a terminal only)
 FIELDS = ["path", "face", "box", "age", "gender", "gender_prob", "error"]

@@ -8,11 +8,8 @@ when training ends, so an interrupted run leaves the previous results in place.
 
 from __future__ import annotations
 
-import atexit
 import math
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,11 +19,13 @@ from dvclive import Live
 from keras import ops
 
 from agegender.data import Split
-from agegender.errors import UserError, atomic_path, clean_stale_temps, temp_prefix
-from agegender.layout import TEACHER
-from agegender.models import copy_weights
+from agegender.errors import UserError
+from agegender.files import StagedFolder, atomic_path
+from agegender.heads import copy_weights
+from agegender.labels import MAX_AGE
+from agegender.layout import PHASE2, TEACHER
+from agegender.metric_table import COMPARED
 from agegender.params import Fit, Loss, Train
-from agegender.utkface import MAX_AGE
 
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
@@ -188,7 +187,13 @@ def compile_model(model: keras.Model, fit: Fit, loss: Loss, steps_per_epoch: int
 
 
 class _EpochLog(keras.callbacks.Callback):
-    """Logs each epoch to DVCLive, keeps the best weights over all phases, times training."""
+    """Logs each epoch to DVCLive, keeps the best weights over all phases, times training.
+
+    Not dvclive.keras.DVCLiveCallback: that one logs one fit() call, so model B's two phases
+    (two fits, the first on the heads alone) would each restart its step axis or need
+    resume=True, and it neither keeps the best weights across phases nor renames dldl's
+    `age_probs_loss` to the age loss the plots show for both models.
+    """
 
     def __init__(self, trainer: Trainer, phase: str):
         super().__init__()
@@ -216,7 +221,7 @@ class _EpochLog(keras.callbacks.Callback):
             live.log_metric(f"{split}/{name}", float(value))
         rate = self.model.optimizer.learning_rate
         live.log_metric("learning_rate", float(keras.ops.convert_to_numpy(rate)))
-        live.log_metric("phase", 2 if self.phase.startswith("phase2") else 1)
+        live.log_metric("phase", 2 if self.phase == PHASE2 else 1)  # the report marks phase 2
         live.next_step()
         self.trainer.keep_if_best(float(logs["val_loss"]))
 
@@ -255,14 +260,10 @@ class Trainer:
                 )
         self.model, self.train, self.val = model, train, val
         self.live_dir = Path(live_dir)
-        clean_stale_temps(self.live_dir)  # what a killed run left; never a live run's
-        self.live_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.scratch = Path(
-            tempfile.mkdtemp(prefix=temp_prefix(self.live_dir), dir=self.live_dir.parent)
-        )
-        # Ctrl-C ends in sys.exit (errors.run): the half-written log goes with it
-        atexit.register(shutil.rmtree, self.scratch, ignore_errors=True)
-        self.live = Live(str(self.scratch), report=None, save_dvc_exp=False, dvcyaml=None)
+        # DVCLive writes into a temporary folder that replaces live_dir once the model is
+        # saved; Ctrl-C or a crash leaves the previous run's folder as it was.
+        self.staged = StagedFolder(self.live_dir)
+        self.live = Live(str(self.staged.tmp), report=None, save_dvc_exp=False, dvcyaml=None)
         self.summary: dict[str, object] = {}
         self.epoch = 0
         self.best_loss = math.inf
@@ -347,10 +348,11 @@ class Trainer:
             verbose=0,
             return_dict=True,
         )
+        # val_loss, then val_gender_accuracy and val_age_mae (Keras logs the outputs'
+        # metrics as gender_accuracy and age_mae: metric_table's keys), as the report reads them
         return {
             "val_loss": round(float(logs["loss"]), 4),
-            "val_gender_accuracy": round(float(logs["gender_accuracy"]), 4),
-            "val_age_mae": round(float(logs["age_mae"]), 3),
+            **{f"val_{s.key}": round(float(logs[s.key]), s.digits) for s in COMPARED},
         }
 
     def save(self, path: str | Path, serving: keras.Model) -> None:
@@ -366,6 +368,5 @@ class Trainer:
         self.live.summary = self.summary
         self.live.make_summary()
         self.live.end()
-        shutil.rmtree(self.live_dir, ignore_errors=True)
-        self.scratch.rename(self.live_dir)
+        self.staged.commit()
         print(f"saved {path}: {self.summary}")

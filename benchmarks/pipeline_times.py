@@ -9,13 +9,15 @@ Targets on 2 CPU cores: the whole default pipeline <= 40 min; a no-op repro <= 3
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 
 import yaml
 
-from agegender.repo import ENV
+# dvc.yaml's commands say `python -m stages...`: make that this interpreter, venv active or not.
+ENV = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}
 
 
 def timed(*args: str) -> float:

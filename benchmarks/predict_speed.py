@@ -31,7 +31,9 @@ from agegender.data import load_split
 from agegender.export import export
 from agegender.inference import load, load_model
 from agegender.inference import predict as evaluate_predict
-from agegender.models import build_model_a, build_model_b
+from agegender.layout import MODEL_A, MODEL_B, PREPARED
+from agegender.model_a import build_model_a
+from agegender.model_b import build_model_b
 from agegender.predict import predict_files
 
 JPEG_SIDE = 200  # UTKFace's aligned-and-cropped faces are 200 x 200 JPEGs
@@ -94,8 +96,8 @@ def write_jpegs(images: np.ndarray, folder: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--models-dir", type=Path, default=MODEL_B.file.parent)
+    parser.add_argument("--prepared", type=Path, default=PREPARED)
     parser.add_argument("--n", type=int, default=1000, help="validation faces to use")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=None, help="decoding threads")
@@ -113,7 +115,7 @@ def main() -> None:
         b = dataclasses.replace(params.model_b, weights=None)  # nothing to download
         models = {"A": build_model_a(params.model_a, size, 0), "B": build_model_b(b, size, 0)}
     else:
-        models = {m: load(str(args.models_dir / f"age_gender_{m}.keras")) for m in "AB"}
+        models = {m.short: load(str(args.models_dir / m.file.name)) for m in (MODEL_A, MODEL_B)}
     print(
         f"{n} val faces at {images.shape[1]} px, batch {args.batch_size}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"

@@ -17,7 +17,8 @@ import numpy as np
 import yaml
 
 from agegender import params as P
-from agegender.models import backbone_of, build_model_a, build_model_b, unfreeze_top
+from agegender.model_a import build_model_a
+from agegender.model_b import backbone_of, build_model_b, unfreeze_top
 from agegender.training import compile_model, setup
 from agegender.typed_yaml import set_dotted
 

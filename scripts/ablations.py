@@ -1,7 +1,8 @@
 """Write the README's ablation table from reports/ablations/*.jsonl (never typed by hand).
 
     python scripts/ablations.py collect   # dvc exp show --json -> reports/ablations/cpu_runs.jsonl
-    python scripts/ablations.py seeds NAME   # the commit and its seed-only experiments ->
+    python scripts/ablations.py seeds NAME [EXP]  # the commit (or experiment EXP) and the
+                                             # experiments that differ from it in seed alone ->
                                              # one row of means and spreads (cpu_seeds.jsonl)
     python scripts/ablations.py           # the table between the README's ablations markers
 
@@ -18,11 +19,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agegender import layout
+from agegender.layout import TRAINED
+
 README = Path("README.md")
 FOLDER = Path("reports/ablations")
-MODEL_OF_STAGE = {"train_a": "model_a", "train_b": "model_b"}
-SHORT = {"model_a": "A", "model_b": "B"}  # metrics.json's keys (agegender.metrics.KEYS)
-METRICS = "reports/metrics.json"
+MODEL_OF_STAGE = {model.stage: key for key, model in TRAINED.items()}
+SHORT = {key: model.metrics_key for key, model in TRAINED.items()}  # blocks of metrics.json
+METRICS = str(layout.METRICS)
 
 
 def collect(commits: int = 3) -> None:
@@ -59,21 +63,31 @@ def _exp_show(commits: int = 1) -> list[dict]:
     return [c for c in shown if c["rev"] != "workspace"]
 
 
-def seeds(name: str) -> None:
-    """The last commit and the experiments (on it or on the commits before it) whose params
-    differ from its params in `seed` alone: per model, the mean of each val and test score
-    and its spread (half the range), as one row each."""
+def seeds(name: str, like: str | None = None) -> None:
+    """The last commit, or the experiment named `like`, and the experiments (on the last
+    commits) whose params differ from its params in `seed` alone: per model, the mean of each
+    val and test score and its spread (half the range), as one row each."""
     shown = _exp_show(5)
-    commit = shown[0]
-    base = _params(commit["data"])
-    runs = [commit["data"]]
-    for parent in shown:
-        for exp in parent.get("experiments") or []:
-            for rev in exp.get("revs") or []:
-                params = _params(rev["data"])
-                changed = {k for k in params if params[k] != base.get(k)}
-                if changed == {"seed"} and _metrics(rev["data"]):
-                    runs.append(rev["data"])
+    revs = [
+        rev
+        for parent in shown
+        for exp in parent.get("experiments") or []
+        for rev in exp.get("revs") or []
+    ]
+    if like is None:
+        base_data = shown[0]["data"]
+    else:
+        found = [rev["data"] for rev in revs if rev.get("name") == like]
+        if not found:
+            raise SystemExit(f"no experiment named {like!r} in dvc exp show -n 5")
+        base_data = found[0]
+    base = _params(base_data)
+    runs = [base_data]
+    for rev in revs:
+        params = _params(rev["data"])
+        changed = {k for k in params if params[k] != base.get(k)}
+        if changed == {"seed"} and _metrics(rev["data"]):
+            runs.append(rev["data"])
     values = [_metrics(run) for run in runs]
     used = sorted(int(_params(run)["seed"]) for run in runs)
     rows = []
@@ -209,6 +223,6 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["collect"]:
         collect()
     elif sys.argv[1:2] == ["seeds"]:
-        seeds(sys.argv[2])
+        seeds(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
     else:
         render()

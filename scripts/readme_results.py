@@ -11,7 +11,8 @@ from pathlib import Path
 
 from agegender import params as P
 from agegender.backbones import BACKBONES
-from agegender.layout import MODEL_A, MODELS, SCORES
+from agegender.layout import ENSEMBLE, MODEL_A, MODEL_B, MODELS, SCORE_FILES
+from agegender.metric_table import BY_KEY
 
 README = Path("README.md")
 # The study's best reported validation numbers (university reports, 5,000 faces).
@@ -23,7 +24,7 @@ STUDY = {
 
 
 # Issue 20's goals on the test split, flip-averaged: (gender accuracy at least, age MAE at most).
-GOALS = {"model_a": (0.920, 6.0), "model_b": (0.945, 4.5), "ensemble": (0.950, 4.4)}
+GOALS = {MODEL_A.key: (0.920, 6.0), MODEL_B.key: (0.945, 4.5), ENSEMBLE.key: (0.950, 4.4)}
 
 
 def goals_sentence(metrics: dict) -> str:
@@ -46,21 +47,21 @@ def goals_sentence(metrics: dict) -> str:
 
 
 def names(params: P.Params) -> dict[str, str]:
-    """Row labels: model B's names the backbone params.yaml chose, model A's says whether it
-    learned from B's predictions (so from scratch against fine-tuned stays an honest pair)."""
+    """Row labels, one per model of the registry: model B's names the backbone params.yaml
+    chose, model A's says whether it learned from B's predictions (so from scratch against
+    fine-tuned stays an honest pair); any other model goes by its label."""
     distilled = ", distilled from B" if params.model_a.teacher != "none" else ""
-    return {
-        "model_a": f"A: CNN from scratch{distilled}",
-        "model_b": f"B: {BACKBONES[params.model_b.backbone].title} fine-tuned",
-        "ensemble": "A+B ensemble (weights chosen on val)",
+    described = {
+        MODEL_A.key: f"A: CNN from scratch{distilled}",
+        MODEL_B.key: f"B: {BACKBONES[params.model_b.backbone].title} fine-tuned",
+        ENSEMBLE.key: "A+B ensemble (weights chosen on val)",
     }
+    return {key: described.get(key, model.label) for key, model in MODELS.items()}
 
 
 def table(metrics: dict, params: P.Params) -> str:
-    lines = [
-        "| model | split | gender accuracy | age MAE (years) | age within 5 years | faces |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
+    columns = [BY_KEY[key].label for key in ("gender_accuracy", "age_mae", "age_within_5", "n")]
+    lines = [f"| model | split | {' | '.join(columns)} |", "|---|---|---:|---:|---:|---:|"]
     for model, name in names(params).items():
         for split in ("val", "test"):
             m = metrics[model][split]
@@ -78,7 +79,7 @@ def table(metrics: dict, params: P.Params) -> str:
 
 def main() -> None:
     params = P.load()
-    metrics = json.loads(SCORES[params.evaluate.flip_tta].read_text())
+    metrics = json.loads(SCORE_FILES[params.evaluate.flip_tta].read_text())
     text = README.read_text()
     start, end = "<!-- results:start", "<!-- results:end -->"
     head, rest = text.split(start, 1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from agegender.repo import share_roundtrip
+from repo import share_roundtrip  # scripts/repo.py, beside this file
 
 ROOT = Path(__file__).resolve().parents[1]
 

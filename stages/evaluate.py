@@ -20,7 +20,8 @@ import pandas as pd
 from agegender import params as P
 from agegender.data import check_side, load_split
 from agegender.environment import describe
-from agegender.errors import run, write_text
+from agegender.errors import run
+from agegender.files import write_text
 from agegender.inference import combine, ensemble_weights, load, predict
 from agegender.layout import (
     BREAKDOWN,
@@ -30,7 +31,7 @@ from agegender.layout import (
     METRICS,
     MODELS,
     PREDICTIONS,
-    SCORES,
+    SCORE_FILES,
     SPLITS,
     TRAINED,
     buckets_csv,
@@ -44,32 +45,31 @@ def main() -> None:
     flip = params.evaluate.flip_tta
     splits = {name: load_split(name) for name in SPLITS}
     focus = focus_split(len(splits["test"]))
-    preds: dict[str, dict[str, np.ndarray]] = {}  # model -> split -> (N, 2), as flip_tta says
-    other: dict[str, dict[str, np.ndarray]] = {}  # the same with the other flip setting
+    # flip averaging on and off -> model -> split -> (N, 2); evaluate.flip_tta picks the one
+    # the metrics, the ensemble's weights and the report use; both are scored.
+    preds: dict[bool, dict[str, dict[str, np.ndarray]]] = {True: {}, False: {}}
     for key, info in TRAINED.items():
         model = load(str(info.file))
-        preds[key], other[key] = {}, {}
         for name, split in splits.items():
             check_side(split, model.input_shape[1], name, f"{info.file}'s input")
             start = time.monotonic()
-            plain, flipped = predict(model, split.images, params.evaluate.batch_size)
-            averaged = (plain + flipped) / 2
-            preds[key][name], other[key][name] = (averaged, plain) if flip else (plain, averaged)
+            for averaged, pred in predict(model, split.images, params.evaluate.batch_size).items():
+                preds[averaged].setdefault(key, {})[name] = pred
             rate = len(split) / max(time.monotonic() - start, 1e-9)
             print(
                 f"evaluate: {key} on {name}: {len(split)} faces, {rate:.0f} faces/s (x2 for flip)"
             )
     # The ensemble's weights per task are chosen on val (never test), then used everywhere.
     val = splits["val"]
-    weights = ensemble_weights({k: preds[k]["val"] for k in TRAINED}, val.age, val.gender)
+    weights = ensemble_weights({k: preds[flip][k]["val"] for k in TRAINED}, val.age, val.gender)
     print(f"evaluate: ensemble weights chosen on val: {weights}")
     write_text(ENSEMBLE_WEIGHTS, json.dumps(weights, indent=2) + "\n")
-    for table in (preds, other):
+    for table in preds.values():
         table[ENSEMBLE.key] = {
             s: combine({k: table[k][s] for k in TRAINED}, weights) for s in SPLITS
         }
 
-    def report(table: dict) -> dict:
+    def score(table: dict) -> dict:
         return {
             model: {
                 name: scores(
@@ -80,9 +80,10 @@ def main() -> None:
             for model in MODELS
         }
 
-    metrics = report(preds)
-    write_text(SCORES[flip], json.dumps(metrics, indent=2) + "\n")
-    write_text(SCORES[not flip], json.dumps(report(other), indent=2) + "\n")
+    scored = {averaged: score(table) for averaged, table in preds.items()}
+    for averaged, path in SCORE_FILES.items():
+        write_text(path, json.dumps(scored[averaged], indent=2) + "\n")
+    metrics = scored[flip]
     write_text(METRICS, json.dumps(compared(metrics), indent=2) + "\n")
     write_text(ENVIRONMENT, json.dumps(describe(), indent=2) + "\n")
 
@@ -90,7 +91,7 @@ def main() -> None:
     faces = pd.DataFrame({"name": split.name, "age": split.age, "gender": split.gender})
     tables = []
     for model in MODELS:
-        pred = preds[model][focus]
+        pred = preds[flip][model][focus]
         faces[f"age_{model}"] = pred[:, 0].round(2)
         faces[f"gender_prob_{model}"] = pred[:, 1].round(4)
         faces[f"gender_{model}"] = (pred[:, 1] >= 0.5).astype(int)

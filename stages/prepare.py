@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 
 from agegender import params as P
-from agegender.data import write_prepared
 from agegender.dataset import assign_status, split, summarize
 from agegender.decoding import fill, scan
 from agegender.errors import UserError, run
+from agegender.labels import parse_name
 from agegender.layout import SPLITS
-from agegender.utkface import parse_name
+from agegender.store import write_prepared
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 reports/report.html and the PNG figures in reports/figures (code: agegender.report)."""
 
 from agegender.errors import run
-from agegender.report import main
+from agegender.report.build import main
 
 if __name__ == "__main__":
     run(main)

@@ -12,7 +12,8 @@ import numpy as np
 
 from agegender import params as P
 from agegender.data import load_split
-from agegender.errors import atomic_path, run
+from agegender.errors import run
+from agegender.files import atomic_path
 from agegender.inference import load, predict
 from agegender.layout import MODEL_B, TEACHER
 
@@ -27,8 +28,7 @@ def main() -> None:
         train = load_split("train")
         model = load(str(MODEL_B.file))
         print(f"teach: model B on {len(train)} training faces (and their mirror images)")
-        plain, flipped = predict(model, train.images, BATCH_SIZE)
-        both = (plain + flipped) / 2
+        both = predict(model, train.images, BATCH_SIZE, flips=(True,))[True]
         arrays = {"age": both[:, 0], "gender": both[:, 1]}
     TEACHER.mkdir(parents=True, exist_ok=True)
     for name, array in arrays.items():

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from agegender import params as P
 from agegender.data import check_side, load_split
-from agegender.errors import check_writable, run
-from agegender.layout import MODEL_A
-from agegender.models import build_model_a
+from agegender.errors import run
+from agegender.files import check_writable
+from agegender.layout import FIT, MODEL_A
+from agegender.model_a import build_model_a
 from agegender.training import Trainer, distilled, load_teacher, setup, targets
 
 
@@ -32,7 +33,7 @@ def main() -> None:
         y = distilled(targets(model, train), teacher, p.teacher_weight, p.loss.age_sigma)
         print(f"train_a: targets {p.teacher_weight:g} of the way to {p.teacher}'s predictions")
         data = ((train.images, y), (val.images, targets(model, val)))
-    trainer.phase("fit", p.fit, p.loss, data=data)
+    trainer.phase(FIT, p.fit, p.loss, data=data)
     trainer.save(MODEL_A.file, build_model_a(p, size, params.seed, serving=True))
 
 

@@ -9,11 +9,13 @@ Both phases log to one DVCLive run; the best weights over both by val_loss are s
 
 from __future__ import annotations
 
+from agegender import backbones
 from agegender import params as P
 from agegender.data import check_side, load_split
-from agegender.errors import check_writable, run
-from agegender.layout import MODEL_B
-from agegender.models import (
+from agegender.errors import run
+from agegender.files import check_writable
+from agegender.layout import MODEL_B, PHASE1, PHASE2
+from agegender.model_b import (
     adapt_batch_norm,
     backbone_of,
     build_model_b,
@@ -26,6 +28,7 @@ from agegender.training import Trainer, cached_features, setup
 def main() -> None:
     params = P.load()
     p, size = params.model_b, params.data.image_size
+    backbones.check(p)  # the backbone and its weights: the registry lives with model B
     setup(params.seed, params.train)
     check_writable(MODEL_B.file.parent, MODEL_B.live_dir.parent)  # before, not after, training
     train, val = load_split("train"), load_split("val")
@@ -42,12 +45,12 @@ def main() -> None:
     trainer = Trainer(model, MODEL_B.live_dir, train, val)
     if p.phase1.cached_features:
         data = cached_features(extractor, head, train, val, p.phase1.batch_size)
-        trainer.phase("phase1", p.phase1, p.loss, model=head, data=data)
+        trainer.phase(PHASE1, p.phase1, p.loss, model=head, data=data)
     else:
-        trainer.phase("phase1", p.phase1, p.loss)
+        trainer.phase(PHASE1, p.phase1, p.loss)
     layers = unfreeze_top(backbone_of(model), p.phase2.unfreeze, p.batch_norm, p.bn_momentum)
     print(f"phase2: {layers} backbone layers with weights unfrozen (BatchNorm {p.batch_norm})")
-    trainer.phase("phase2", p.phase2, p.loss)
+    trainer.phase(PHASE2, p.phase2, p.loss)
     trainer.save(MODEL_B.file, build_model_b(p, size, params.seed, serving=True))
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agegender import backbones
 from agegender import params as P
-from agegender.data import OUTPUTS
+from agegender.store import OUTPUTS
 from agegender.typed_yaml import set_dotted
 from tests.synthetic import write_archive
 
@@ -62,12 +63,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def write_params(folder: Path, overrides: list[str]) -> P.Params:
-    """params.yaml of the repo with dotted overrides, written into `folder`."""
+    """params.yaml of the repo with dotted overrides, written into `folder`, checked as
+    stage train_b checks it (params, then model B's backbone and weights)."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     for assignment in overrides:
         set_dotted(raw, assignment)
     (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    return P.load(folder / "params.yaml")
+    params = P.load(folder / "params.yaml")
+    backbones.check(params.model_b)
+    return params
 
 
 @pytest.fixture(scope="session")

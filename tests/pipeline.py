@@ -23,8 +23,8 @@ import yaml
 from agegender import params as P
 from agegender import tfjs_graph
 from agegender.backbones import PRETRAINED
-from agegender.repo import ENV, git, sh
 from agegender.typed_yaml import set_dotted
+from scripts.repo import ENV, git, sh
 from tests.synthetic import write_archive
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,8 +47,12 @@ SAMPLE = [  # CI's sample: tiny but real settings, every stage exercised
 ]
 
 
-def make_repo(dest: Path, overrides: list[str], real: bool | None = None) -> Path:
-    """A fresh git + DVC repo at dest with the project's code and a small sample."""
+def make_repo(
+    dest: Path, overrides: list[str], real: bool | None = None, shared_cache: Path | None = None
+) -> Path:
+    """A fresh git + DVC repo at dest with the project's code and a small sample; with
+    `shared_cache`, set up as README's team server: that cache folder, group-shared, outputs
+    hard- or symlinked into the workspace instead of copied."""
     tracked = sh("git", "ls-files", cwd=ROOT).stdout.split()
     skip = ("dvc.lock", "reports/", "data/raw/")
     for name in tracked:
@@ -74,6 +78,10 @@ def make_repo(dest: Path, overrides: list[str], real: bool | None = None) -> Pat
     (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     P.load(dest / "params.yaml")
     git("init", "-q", cwd=dest)
+    if shared_cache is not None:
+        sh("dvc", "cache", "dir", str(shared_cache), cwd=dest)
+        sh("dvc", "config", "cache.shared", "group", cwd=dest)
+        sh("dvc", "config", "cache.type", "hardlink,symlink", cwd=dest)
     sh("dvc", "add", "-q", str(archive.relative_to(dest)), cwd=dest)  # as the real project does
     git("add", "-A", cwd=dest)
     git("commit", "-qm", "sample", cwd=dest)

@@ -110,3 +110,24 @@ def test_artifacts_are_the_trained_models():
     for name, artifact in artifacts.items():
         assert artifact["type"] == "model" and artifact["desc"] and artifact["labels"], name
         assert artifact["path"] in outs, name
+
+
+@pytest.mark.parametrize(
+    ("module", "stages_that_run_it"),
+    [
+        ("agegender/model_a.py", {"train_a"}),  # model A's builder: never retrains B
+        ("agegender/model_b.py", {"train_b"}),  # model B's builder: never retrains A
+        ("agegender/backbones.py", {"train_b", "report"}),  # adding a backbone
+        ("agegender/archive.py", {"prepare"}),  # the archive reader: never retrains
+        ("agegender/images.py", {"prepare"}),
+        ("agegender/store.py", {"prepare"}),
+        ("agegender/metrics.py", {"evaluate"}),
+        ("agegender/report/comparison.py", {"report"}),  # a report section: the report only
+    ],
+)
+def test_an_edit_reruns_only_the_stages_it_concerns(module, stages_that_run_it):
+    """Modules are cut along the stages, so that a change reruns what it changes and no more
+    (issue 23's acceptance; `dvc status` after an edit shows the same stages)."""
+    assert {name for name, spec in stages().items() if module in needed(spec)} == (
+        stages_that_run_it
+    )

@@ -13,7 +13,8 @@ from agegender.data import load_split
 from agegender.errors import UserError
 from agegender.inference import load
 from agegender.layout import MODEL_A, MODEL_B
-from agegender.models import backbone_of, build_model_a, build_model_b, unfreeze_top
+from agegender.model_a import build_model_a
+from agegender.model_b import backbone_of, build_model_b, unfreeze_top
 from agegender.training import Trainer, compile_model, setup
 from tests.conftest import ROOT, SHARED_WEIGHTS, SMALL, write_params
 
@@ -178,7 +179,7 @@ def _assert_learned(folder, split, model_path):
     from agegender.inference import predict
 
     model = load(model_path)
-    pred, _ = predict(model, split.images, 64)
+    pred = predict(model, split.images, 64, flips=(False,))[False]
     accuracy = np.mean((pred[:, 1] >= 0.5) == split.gender)
     mae = np.mean(np.abs(pred[:, 0] - split.age))
     baseline = np.mean(np.abs(split.age - split.age.mean()))
@@ -228,7 +229,8 @@ def test_jax_backend_trains_a_step(tmp_path):
     pytest.importorskip("jax")
     code = (
         "import numpy as np, keras; from agegender import params as P; "
-        "from agegender.models import build_model_a; from agegender.training import compile_model; "
+        "from agegender.model_a import build_model_a; "
+        "from agegender.training import compile_model; "
         "p = P.load('params.yaml'); m = build_model_a(p.model_a, 32, 0); "
         "compile_model(m, p.model_a.fit, p.model_a.loss, 1); "
         "x = np.zeros((4, 32, 32, 3), np.uint8); "

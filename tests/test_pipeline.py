@@ -1,11 +1,12 @@
 """`dvc repro` end to end in a scratch git repo, then the DVC commands a user runs."""
 
+import hashlib
 import json
 
 import pytest
 import yaml
 
-from agegender.repo import git, sh, share_roundtrip
+from scripts.repo import git, sh, share_roundtrip
 from tests.pipeline import SAMPLE, check_outputs, make_repo
 
 
@@ -19,7 +20,8 @@ def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
         "model_a.fit.epochs=1",
         "train.deterministic=true",
     ]
-    repo = make_repo(tmp_path / "repo", overrides, real=False)
+    cache = tmp_path / "team-cache"  # a shared cache, outputs linked (README: Past one machine)
+    repo = make_repo(tmp_path / "repo", overrides, real=False, shared_cache=cache)
     sh("dvc", "repro", cwd=repo)
     metrics = check_outputs(repo)
     assert metrics["model_a"]["val"]["n"] == 100
@@ -33,6 +35,15 @@ def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
     first = {p: (repo / p).read_bytes() for p in outputs}
     sh("dvc", "repro", "--force", cwd=repo)
     assert {p: (repo / p).read_bytes() for p in first} == first
+    # Outputs are replaced, never written through a link: every cached file still holds
+    # the bytes its name (their md5) says, after a rerun over linked outputs.
+    objects = [f for f in (cache / "files" / "md5").rglob("*") if f.is_file()]
+    assert len(objects) > 10
+    for obj in objects:
+        digest = hashlib.md5(obj.read_bytes()).hexdigest()
+        assert obj.parent.name + obj.name.removesuffix(".dir") == digest, obj
+    model = repo / "models" / "age_gender_A.keras"
+    assert model.is_symlink() or model.stat().st_nlink > 1  # linked from the cache, not copied
 
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout)
     keys = json.dumps(shown)

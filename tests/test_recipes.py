@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from agegender import params as P
-from agegender.models import backbone_of, build_model_b, unfreeze_top
+from agegender.model_b import backbone_of, build_model_b, unfreeze_top
 from agegender.typed_yaml import set_dotted
 from tests.conftest import ROOT
 

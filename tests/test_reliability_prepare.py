@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agegender import data, utkface
+from agegender import archive, files, store
 from agegender import params as P
-from agegender.errors import UserError, atomic_path, clean_stale_temps, write_text
-from agegender.utkface import read_source
+from agegender.archive import read_source
+from agegender.errors import UserError
+from agegender.files import atomic_path, clean_stale_temps, write_text
 from stages import prepare
 from tests.conftest import ROOT, SMALL, md5s, write_params
 from tests.synthetic import draw_face, faces, jpeg
@@ -73,7 +74,7 @@ def test_interrupt_while_writing_keeps_the_old_set(project, monkeypatch):
             raise KeyboardInterrupt
         write_text(path, text)
 
-    monkeypatch.setattr(data, "write_text", interrupted)
+    monkeypatch.setattr(store, "write_text", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare.main()
     assert md5s(out) == before
@@ -84,7 +85,7 @@ def test_signals_wait_until_the_new_set_is_in(tmp_path, monkeypatch):
     out, staging = tmp_path / "out", tmp_path / "staging"
     for folder, text in ((out, "old"), (staging, "new")):
         folder.mkdir()
-        for name in data.OUTPUTS:
+        for name in store.OUTPUTS:
             (folder / name).write_text(text)
     replace = os.replace
 
@@ -92,10 +93,10 @@ def test_signals_wait_until_the_new_set_is_in(tmp_path, monkeypatch):
         os.kill(os.getpid(), signal.SIGINT)
         replace(src, dst)
 
-    monkeypatch.setattr(data.os, "replace", ctrl_c_midway)
+    monkeypatch.setattr(files.os, "replace", ctrl_c_midway)
     with pytest.raises(KeyboardInterrupt):
-        data.publish(staging, out, data.OUTPUTS)
-    assert {(out / name).read_text() for name in data.OUTPUTS} == {"new"}
+        files.publish({staging / name: out / name for name in store.OUTPUTS})
+    assert {(out / name).read_text() for name in store.OUTPUTS} == {"new"}
 
 
 # --- 3. nothing outlives a killed prepare --------------------------------------------------------
@@ -226,7 +227,7 @@ def test_symlinked_faces_are_read(tmp_path):
 
 
 def test_oversized_and_odd_members_end_up_in_faces_csv(project, monkeypatch):
-    monkeypatch.setattr(utkface, "MAX_FILE_BYTES", 2**20)
+    monkeypatch.setattr(archive, "MAX_FILE_BYTES", 2**20)
     odd = b"50_1_0_20170101000000000\xff.jpg.chip.jpg".decode("utf-8", "surrogateescape")
     files = [*faces(420), (odd, FACE), ("60_0_0_20170101000000000.jpg.chip.jpg", FACE * 500)]
     _tar(project / "data" / "raw" / "odd.tar.gz", files, "w:gz")
@@ -347,6 +348,6 @@ def test_huge_members_do_not_add_up_in_memory(project):
 
 def test_a_size_whose_arrays_do_not_fit_the_disk_is_one_line(project, monkeypatch):
     write_params(project, [*SMALL, "data.image_size=512"])
-    monkeypatch.setattr(data.shutil, "disk_usage", lambda path: type("U", (), {"free": 2**28})())
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda path: type("U", (), {"free": 2**28})())
     with pytest.raises(UserError, match=r"400 faces of 512 px need 0.3 GiB on disk, 0.2 GiB are"):
         prepare.main()

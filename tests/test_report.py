@@ -19,14 +19,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from agegender import report
+from agegender import params as P
 from agegender.errors import UserError
 from agegender.layout import FIGURES as FIGURE_DIR
 from agegender.layout import MODELS, SPLITS, TRAINED
+from agegender.metric_table import SCORES
+from agegender.report import build as report
 from agegender.report.comparison import winner_sentence
 from agegender.report.document import Figure, Heading, Table, Text, to_html, to_markdown
 from agegender.report.reproduce import git_state, lock_rows
-from agegender.report.text import SCORES, fmt, fmt_gap, join
+from agegender.report.text import fmt, fmt_gap, join
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -123,11 +125,11 @@ def test_scores_per_split_equal_the_scores_file(project, markdown, model):
     table = one_table(markdown, f"{MODELS[model].label}: scores per split")
     header, rows = table[0], {row[0]: row for row in table[1:]}
     assert header == ["metric", "train", "val", "test", "val - train"]
-    for key, label, kind in SCORES:
-        row = rows[label]
+    for score in SCORES:
+        key, row = score.key, rows[score.label]
         for column, split in enumerate(SPLITS, start=1):
             assert same(row[column], metrics[split][key]), (model, key, split, row)
-        if kind != "int" and metrics["val"][key] is not None:
+        if score.fmt != "int" and metrics["val"][key] is not None:
             gap = number(row[4])
             assert gap == pytest.approx(metrics["val"][key] - metrics["train"][key], abs=1e-6)
 
@@ -137,10 +139,11 @@ def test_comparison_table_equals_the_scores_file(project, markdown):
     focus = "test" if metrics["model_a"]["test"]["n"] else "val"
     table = one_table(markdown, f"Scores on the {focus} split")
     header, rows = table[0], {row[0]: row for row in table[1:]}
-    assert header == ["model", *(label for _, label, _ in SCORES)]
+    assert header == ["model", *(score.label for score in SCORES)]
     for model in MODELS:
-        for column, (key, _, _) in enumerate(SCORES, start=1):
-            assert same(rows[MODELS[model].label][column], metrics[model][focus][key]), (model, key)
+        for column, score in enumerate(SCORES, start=1):
+            cell = rows[MODELS[model].label][column]
+            assert same(cell, metrics[model][focus][score.key]), (model, score.key)
 
 
 def test_flip_table_equals_both_json_files(project, markdown):
@@ -300,7 +303,7 @@ def test_markdown_and_html_come_from_the_same_blocks(tmp_path, monkeypatch):
     Image.new("RGB", (4, 4), "red").save(figure)
     blocks = [
         Heading(1, "Title <1>"),
-        Heading(2, "1. Part"),
+        Heading(2, "Part"),
         Text("a `code` span & more"),
         Table(["name", "value"], [["a|b", "1.50%"], ["c", "–"]]),
         Figure(FIGURE_DIR / "x.png", "everyone"),
@@ -355,3 +358,30 @@ def test_reproduce_names_the_machine_and_only_code_changes(project, markdown, mo
         lambda *args: "abc123\n" if args[0] == "rev-parse" else status,
     )
     assert git_state() == "Git commit `abc123`, with uncommitted changes to `params.yaml`, `x.py`."
+
+
+def test_a_third_model_in_the_registry_reaches_every_table(monkeypatch):
+    """Adding a model is one entry in layout.MODELS: the report's comparison, flip and
+    winner tables, the README's results table and reports/metrics.json all pick it up."""
+    from agegender import layout
+    from agegender.metric_table import SCORES as ALL
+    from agegender.metrics import compared
+    from agegender.report.comparison import comparison_table, flip_table
+    from scripts import readme_results
+
+    third = layout.Model("model_c", "Model C", "model C", "C", "C", "#9467bd")
+    monkeypatch.setitem(layout.MODELS, third.key, third)  # the one dict every module reads
+    block = {s.key: 0.5 for s in ALL} | {"n": 10, "age_mae": 4.0, "gender_accuracy": 0.99}
+    scores_ = {key: {split: dict(block) for split in SPLITS} for key in layout.MODELS}
+    scores_[MODELS["model_a"].key]["test"] = block | {"age_mae": 7.0, "gender_accuracy": 0.8}
+
+    table = comparison_table(scores_, "test")
+    assert [row[0] for row in table.rows] == ["Model A", "Model B", "Ensemble", "Model C"]
+    assert {row[0] for row in flip_table({True: scores_, False: scores_}, "test", True).rows} >= {
+        "Model C"
+    }
+    assert "model C" in winner_sentence(scores_, "test", "gender_accuracy", "Gender")
+    assert compared(scores_)["C"] == {"val_acc": 0.99, "val_mae": 4.0, "test_acc": 0.99,
+                                      "test_mae": 4.0}  # fmt: skip
+    readme = readme_results.table(scores_, P.load(ROOT / "params.yaml"))
+    assert "| Model C | test | 99.0% | 4.00 |" in readme

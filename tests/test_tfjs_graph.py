@@ -25,7 +25,7 @@ from PIL import Image
 from agegender import params as P
 from agegender import tfjs_graph
 from agegender.errors import UserError
-from agegender.models import CAFFE_MEAN_BGR, build_model_b, face_backbone
+from agegender.model_b import CAFFE_MEAN_BGR, build_model_b, face_backbone
 from tests.conftest import REAL_ARCHIVE, SHARED_WEIGHTS, write_params
 from tests.tfjs_reference import run_graph
 
@@ -210,7 +210,17 @@ def test_missing_or_altered_cache_files_say_how_to_get_them(tmp_path, monkeypatc
     ("overrides", "message"),
     [
         (["model_b.weights=vggface2"], "mobilenet_v2 has no 'vggface2' weights"),
-        (["model_b.head_init=pretrained"], "pretrained heads come with the mobilenet_vggface2"),
+        (
+            [
+                "model_b.head_init=pretrained",  # mobilenet_v2; heads as in the file
+                "model_b.age_units=[256]",
+                "model_b.gender_units=[256]",
+                "model_b.pooling=avg",
+                "model_b.norm=none",
+                "model_b.age_head=expectation",
+            ],
+            "pretrained heads come with the mobilenet_vggface2",
+        ),  # fmt: skip
         (
             [
                 "model_b.backbone=mobilenet_vggface2",

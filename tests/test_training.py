@@ -13,17 +13,12 @@ import pytest
 from agegender.augment import RandomAffine
 from agegender.data import Split, load_split
 from agegender.errors import UserError
-from agegender.models import (
-    adapt_batch_norm,
-    backbone_of,
-    build_model_a,
-    build_model_b,
-    copy_weights,
-    unfreeze_top,
-)
+from agegender.heads import copy_weights
+from agegender.labels import MAX_AGE
+from agegender.model_a import build_model_a
+from agegender.model_b import adapt_batch_norm, backbone_of, build_model_b, unfreeze_top
 from agegender.params import ParamsError
 from agegender.training import Trainer, age_distribution, compile_model, distilled, dldl_loss
-from agegender.utkface import MAX_AGE
 from tests.test_models import images, small_params
 
 
@@ -169,14 +164,14 @@ def test_interrupted_training_keeps_the_previous_results(prepared_synthetic, tmp
     with pytest.raises(KeyboardInterrupt):
         trainer.phase("fit", params.model_a.fit, params.model_a.loss)
     assert (live / "metrics.json").read_text() == '{"old": 1}'  # still the last run's
-    assert trainer.scratch.is_dir() and trainer.scratch.parent == live.parent
+    assert trainer.staged.tmp.is_dir() and trainer.staged.tmp.parent == live.parent
     # A second run while this one lives leaves its scratch alone (its pid is alive).
     Trainer(model, str(live), train, val)
-    assert trainer.scratch.is_dir()
+    assert trainer.staged.tmp.is_dir()
 
 
 def test_only_temporaries_of_dead_runs_are_cleaned(tmp_path):
-    from agegender.errors import clean_stale_temps
+    from agegender.files import clean_stale_temps
 
     gone = subprocess.Popen(["true"])
     gone.wait()

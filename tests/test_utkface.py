@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agegender.archive import read_source
 from agegender.errors import UserError
-from agegender.utkface import UNKNOWN_RACE, age_bucket, decode, parse_name, read_source
+from agegender.images import decode
+from agegender.labels import UNKNOWN_RACE, age_bucket, parse_name
 from tests.synthetic import draw_face, jpeg
 
 

@@ -1,34 +1,28 @@
-"""Section 4, Comparison and discussion: every comparative sentence computed from the scores."""
+"""The section Comparison and discussion: every comparative sentence computed from the scores."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from agegender.layout import MODELS
+from agegender.layout import ENSEMBLE, MODEL_A, MODEL_B, MODELS, TRAINED
+from agegender.metric_table import BY_KEY, COMPARED, SCORES
 from agegender.report.document import Block, Bullets, Figure, Heading, Table, Text
 from agegender.report.figures import buckets_figure, scatter_figure
-from agegender.report.inputs import Outputs, focus_split
-from agegender.report.text import SCORES, capital, fmt, join, seconds
+from agegender.report.inputs import Outputs
+from agegender.report.text import capital, fmt, join, seconds
 from agegender.report.worst_faces import worst_faces_blocks
 
-LOWER_IS_BETTER = {"age_mae", "age_rmse"}
-SENTENCE = {  # metrics.json key: name in a sentence, unit of a difference, its decimals
-    "gender_accuracy": ("gender accuracy", " points", 2),
-    "gender_auc": ("gender ROC AUC", "", 4),
-    "age_mae": ("age MAE", " years", 3),
-    "age_within_5": ("share of ages within 5 years", " points", 2),
-}
 SMALL_GROUP = 30  # below this many faces a group's score is mostly noise
 
 
-def comparison_section(outputs: Outputs, flip: bool, worst_faces: int) -> list[Block]:
-    """`flip`: evaluate.flip_tta; `worst_faces`: how many thumbnails to show (HTML only)."""
-    metrics, other = outputs.metrics, outputs.other
-    focus = focus_split(metrics)
+def comparison_section(outputs: Outputs, worst_faces: int) -> list[Block]:
+    """`worst_faces`: how many thumbnails to show (HTML only)."""
+    metrics, flip = outputs.metrics, outputs.flip
+    focus = outputs.focus
     breakdown = outputs.breakdown
     frame = breakdown[breakdown.split == focus] if "split" in breakdown else breakdown
     blocks: list[Block] = [
-        Heading(2, "4. Comparison and discussion"),
+        Heading(2, "Comparison and discussion"),
         Text(scope_sentence(metrics, focus)),
         Heading(3, f"Scores on the {focus} split"),
         comparison_table(metrics, focus),
@@ -47,9 +41,9 @@ def comparison_section(outputs: Outputs, flip: bool, worst_faces: int) -> list[B
             ]
         ),
         Heading(3, "Flip averaging"),
-        tta_table(metrics, other, focus, flip),
+        flip_table(outputs.scores, focus, flip),
     ]
-    sentence = tta_sentence(metrics, other, focus, flip)
+    sentence = flip_sentence(outputs.scores, focus, flip)
     if sentence:
         blocks.append(Text(sentence))
     blocks += [
@@ -72,7 +66,7 @@ def comparison_section(outputs: Outputs, flip: bool, worst_faces: int) -> list[B
 
 
 def scope_sentence(metrics: dict, focus: str) -> str:
-    n = metrics["model_a"][focus]["n"]
+    n = metrics[MODEL_A.key][focus]["n"]
     if focus == "test":
         return (
             f"All scores in this section are on the test split ({n:,} faces), which no "
@@ -86,20 +80,20 @@ def scope_sentence(metrics: dict, focus: str) -> str:
 
 def comparison_table(metrics: dict, focus: str) -> Table:
     rows = [
-        [model.label, *(fmt(metrics[key][focus][score], kind) for score, _, kind in SCORES)]
+        [model.label, *(fmt(metrics[key][focus][s.key], s.fmt) for s in SCORES)]
         for key, model in MODELS.items()
     ]
-    return Table(["model", *(label for _, label, _ in SCORES)], rows)
+    return Table(["model", *(s.label for s in SCORES)], rows)
 
 
 def winner_sentence(metrics: dict, focus: str, key: str, task: str) -> str:
     """Which model wins `key` on the focus split and by how much, from the numbers alone."""
-    label, unit, decimals = SENTENCE[key]
-    kind = next(k for name, _, k in SCORES if name == key)
+    score = BY_KEY[key]
+    label, unit, decimals, kind = score.words, score.unit, score.decimals, score.fmt
     values = [(m, metrics[m][focus][key]) for m in MODELS if metrics[m][focus][key] is not None]
     if not values:
         return f"{task}: no {label} on the {focus} split."
-    lower = key in LOWER_IS_BETTER
+    lower = score.lower_is_better
     values.sort(key=lambda mv: mv[1], reverse=not lower)
     best = values[0][1]
     winners = [MODELS[m].name for m, v in values if v == best]
@@ -134,10 +128,8 @@ def ensemble_sentence(metrics: dict, focus: str) -> str:
     m = {k: metrics[k][focus] for k in MODELS}
     if any(m[k]["age_mae"] is None for k in MODELS):
         return ""
-    mae = m["ensemble"]["age_mae"] - min(m["model_a"]["age_mae"], m["model_b"]["age_mae"])
-    acc = m["ensemble"]["gender_accuracy"] - max(
-        m["model_a"]["gender_accuracy"], m["model_b"]["gender_accuracy"]
-    )
+    mae = m[ENSEMBLE.key]["age_mae"] - min(m[k]["age_mae"] for k in TRAINED)
+    acc = m[ENSEMBLE.key]["gender_accuracy"] - max(m[k]["gender_accuracy"] for k in TRAINED)
     return (
         "Averaging the two models' outputs (the ensemble) "
         + change_text(mae, "years", 3).format("the age MAE")
@@ -149,9 +141,9 @@ def ensemble_sentence(metrics: dict, focus: str) -> str:
 
 def cost_sentence(trains: dict) -> str:
     """Model B's size and training time against model A's."""
-    a, b = trains["model_a"], trains["model_b"]
-    time_a = (a.get("fit") or {}).get("seconds", 0.0)
-    time_b = sum((b.get(ph) or {}).get("seconds", 0.0) for ph in ("phase1", "phase2"))
+    a, b = trains[MODEL_A.key], trains[MODEL_B.key]
+    time_a = sum((a.get(ph) or {}).get("seconds", 0.0) for ph in MODEL_A.phases)
+    time_b = sum((b.get(ph) or {}).get("seconds", 0.0) for ph in MODEL_B.phases)
     pa, pb = a.get("parameters"), b.get("parameters")
     if not (pa and pb and time_a and time_b):
         return ""
@@ -162,31 +154,27 @@ def cost_sentence(trains: dict) -> str:
     )
 
 
-def tta_table(metrics: dict, other: dict, focus: str, flip: bool) -> Table:
+def flip_table(scores: dict[bool, dict], focus: str, flip: bool) -> Table:
     """Each model's scores with and without flip averaging; `flip` says which was reported."""
-    used = "with flip averaging" if flip else "without flip averaging"
-    alt = "without flip averaging" if flip else "with flip averaging"
     rows = []
     for key, model in MODELS.items():
-        for label, source in ((used + " (reported)", metrics), (alt, other)):
-            block = (source.get(key) or {}).get(focus) or {}
+        for averaged in (flip, not flip):
+            label = ("with" if averaged else "without") + " flip averaging"
+            block = (scores[averaged].get(key) or {}).get(focus) or {}
             rows.append(
                 [
                     model.label,
-                    label,
-                    fmt(block.get("gender_accuracy"), "pct"),
-                    fmt(block.get("age_mae"), "3f"),
+                    label + (" (reported)" if averaged == flip else ""),
+                    *(fmt(block.get(s.key), s.fmt) for s in COMPARED),
                 ]
             )
-    return Table(["model", "prediction", "gender accuracy", "age MAE (years)"], rows)
+    return Table(["model", "prediction", *(s.label for s in COMPARED)], rows)
 
 
-def tta_sentence(metrics: dict, other: dict, focus: str, flip: bool) -> str:
-    now = metrics["ensemble"][focus]
-    alt = (other.get("ensemble") or {}).get(focus) or {}
-    if now.get("age_mae") is None or alt.get("age_mae") is None:
+def flip_sentence(scores: dict[bool, dict], focus: str, flip: bool) -> str:
+    on, off = ((scores[f].get(ENSEMBLE.key) or {}).get(focus) or {} for f in (True, False))
+    if on.get("age_mae") is None or off.get("age_mae") is None:
         return ""
-    on, off = (now, alt) if flip else (alt, now)
     mae, acc = on["age_mae"] - off["age_mae"], on["gender_accuracy"] - off["gender_accuracy"]
     return (
         f"Averaging each prediction with that of the mirrored face changes the ensemble's "

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from agegender.labels import AGE_BUCKETS, RACES
 from agegender.layout import SPLIT_NAMES
 from agegender.params import Data
 from agegender.report.document import Block, Figure, Heading, Table, Text
 from agegender.report.figures import age_histogram_figure
 from agegender.report.text import fmt, plural
-from agegender.utkface import AGE_BUCKETS, RACES
 
 
 def data_section(summary: dict, data: Data, seed: int) -> list[Block]:
@@ -17,7 +17,7 @@ def data_section(summary: dict, data: Data, seed: int) -> list[Block]:
     splits = summary["splits"]
     present = [s for s in SPLIT_NAMES if s in splits]
     blocks: list[Block] = [
-        Heading(2, "1. Data"),
+        Heading(2, "Data"),
         Text(source_sentence(summary)),
         status_table(summary),
     ]

@@ -62,6 +62,22 @@ Block = Heading | Text | Bullets | Table | Figure | Code
 NUMERIC = re.compile(r"^[-+]?[\d,]*\.?\d+(%| pts| s| years)?$|^–$")
 
 
+def numbered(blocks: list[Block]) -> list[Block]:
+    """Level-2 headings numbered in the order they come: '1. Data', '2. Model A: ...'.
+
+    Sections are numbered here, when the document is rendered, never where they are written,
+    so a section can be added, dropped or moved without renumbering the others.
+    """
+    out: list[Block] = []
+    for block in blocks:
+        if isinstance(block, Heading) and block.level == 2:
+            block = Heading(
+                2, f"{sum(isinstance(b, Heading) and b.level == 2 for b in out) + 1}. {block.text}"
+            )
+        out.append(block)
+    return out
+
+
 def visible(blocks: list[Block], target: str) -> Iterator[tuple[int, Block]]:
     """The blocks `target` shows, each with the current figure number.
 
@@ -123,7 +139,8 @@ def block_markdown(block: Block, number: int, image: Callable[[Path], str]) -> s
 
 def to_markdown(blocks: list[Block]) -> str:
     """report.md: the blocks for Markdown, figures linked from reports/figures."""
-    parts = [block_markdown(b, n, relative_link) for n, b in visible(blocks, "markdown")]
+    shown = visible(numbered(blocks), "markdown")
+    parts = [block_markdown(b, n, relative_link) for n, b in shown]
     return "\n\n".join(parts) + "\n"
 
 
@@ -203,6 +220,7 @@ def to_html(blocks: list[Block], title: str) -> str:
     of contents follows the title.
     """
     tokens: list[Token] = []
+    blocks = numbered(blocks)
     for number, block in visible(blocks, "html"):
         part = MARKDOWN.parse(block_markdown(block, number, data_uri))
         if isinstance(block, Figure) and block.folded:

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from agegender.errors import atomic_path
+from agegender.files import atomic_path
+from agegender.labels import AGE_BUCKETS
 from agegender.layout import CHARTS, FIGURES, MODELS, SPLIT_NAMES, Model
 from agegender.report.inputs import read_curve
 from agegender.report.text import fmt
-from agegender.utkface import AGE_BUCKETS
 
 CURVES = (  # DVCLive metric file, panel title; one 2x2 figure per model
     ("gender_loss", "gender loss (binary cross-entropy)"),
@@ -29,10 +29,8 @@ CURVES = (  # DVCLive metric file, panel title; one 2x2 figure per model
     ("age_loss", "age loss"),
     ("age_mae", "age MAE (years)"),
 )
-COLORS = {
-    "model_a": "#1f77b4",
-    "model_b": "#d62728",
-    "ensemble": "#2ca02c",
+COLORS = {  # splits here; each model's colour is in layout's registry
+    **{key: model.colour for key, model in MODELS.items()},
     "train": "#1f77b4",
     "val": "#ff7f0e",
     "test": "#2ca02c",

@@ -15,7 +15,7 @@ from agegender.layout import (
     ENVIRONMENT,
     MODEL_A,
     PREDICTIONS,
-    SCORES,
+    SCORE_FILES,
     SUMMARY,
     TRAINED,
 )
@@ -41,12 +41,22 @@ class Outputs:
     """The pipeline's outputs the report reads (the models themselves are loaded later)."""
 
     summary: dict  # prepare: data/prepared/summary.json
-    metrics: dict  # evaluate: model -> split -> every score (as evaluate.flip_tta says)
-    other: dict  # evaluate: the same scores with the other flip_tta setting
+    flip: bool  # evaluate.flip_tta: which of the two score tables the report is about
+    scores: dict[bool, dict]  # evaluate: flip averaging on/off -> model -> split -> scores
     trains: dict[str, dict]  # train_a, train_b: DVCLive metrics.json, by model key
     environment: dict  # evaluate: the CPU, cores and library versions of the run
     breakdown: pd.DataFrame  # evaluate: scores per age bucket, race and gender
     predictions: pd.DataFrame  # evaluate: every face of the focus split, every model
+
+    @property
+    def metrics(self) -> dict:
+        """The scores the report is about (with flip averaging when evaluate.flip_tta)."""
+        return self.scores[self.flip]
+
+    @property
+    def focus(self) -> str:
+        """The split evaluate's breakdowns describe: test, or val when there is none."""
+        return layout.focus_split((self.metrics[MODEL_A.key].get("test") or {}).get("n", 0))
 
 
 def read_outputs(flip: bool) -> Outputs:
@@ -54,8 +64,8 @@ def read_outputs(flip: bool) -> Outputs:
     `flip`: evaluate.flip_tta, which of the two score files the report is about."""
     return Outputs(
         summary=read_json(SUMMARY, "prepare"),
-        metrics=read_json(SCORES[flip], "evaluate"),
-        other=read_json(SCORES[not flip], "evaluate"),
+        flip=flip,
+        scores={f: read_json(path, "evaluate") for f, path in SCORE_FILES.items()},
         trains={k: read_json(m.live_dir / "metrics.json", m.stage) for k, m in TRAINED.items()},
         environment=read_json(ENVIRONMENT, "evaluate"),
         breakdown=read_csv(BREAKDOWN, "evaluate"),
@@ -79,8 +89,3 @@ def phase2_start(folder: Path) -> int | None:
         return None
     steps = phases.step[phases.phase == 2]
     return int(steps.min()) if len(steps) else None
-
-
-def focus_split(metrics: dict) -> str:
-    """The split evaluate's breakdowns describe (layout.focus_split, from the test count)."""
-    return layout.focus_split((metrics[MODEL_A.key].get("test") or {}).get("n", 0))

@@ -1,21 +1,19 @@
-"""Sections 2 and 3, one per trained model: architecture, setup, curves, scores, time."""
+"""One section per trained model: architecture, setup, curves, scores, time."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from agegender.layout import SPLITS, Model
+from agegender.layout import PHASE2, SPLITS, Model
+from agegender.metric_table import COMPARED, SCORES
 from agegender.report.document import Block, Figure, Heading, Table, Text
 from agegender.report.figures import curves_figure, diagram_figure
 from agegender.report.inputs import phase2_start, read_curve
-from agegender.report.text import SCORES, capital, diff, fmt, fmt_gap, plural, seconds
-
-PHASES = {"model_a": ["fit"], "model_b": ["phase1", "phase2"]}  # blocks of its metrics.json
+from agegender.report.text import capital, diff, fmt, fmt_gap, plural, seconds
 
 
 def model_section(
     model: Model,
-    number: int,
     title: str,
     setup: list[Block],
     age_loss: str,
@@ -27,8 +25,8 @@ def model_section(
     from agegender.inference import load  # keras: imported only when a model is loaded
 
     network = load(str(model.file))
-    phases = PHASES[model.key]
-    phase2 = phase2_start(model.live_dir) if "phase2" in phases else None
+    phases = model.phases
+    phase2 = phase2_start(model.live_dir) if PHASE2 in phases else None
     name = capital(model.name)
     caption = f"{name}: train and val curves per epoch (val without augmentation)." + (
         " The dashed line marks where phase 2 (backbone unfrozen) begins."
@@ -37,7 +35,7 @@ def model_section(
     )
     total = sum((train.get(ph) or {}).get("seconds", 0.0) for ph in phases)
     return [
-        Heading(2, f"{number}. {title}"),
+        Heading(2, title),
         *architecture(network, model),
         *setup,
         Heading(3, f"{name}: learning curves"),
@@ -126,10 +124,10 @@ def curves_text(model: Model) -> str:
 def scores_table(scores: dict) -> Table:
     """Metrics x splits with the val - train gap: the numbers of reports/metrics.json."""
     rows = []
-    for key, label, kind in SCORES:
-        values = [(scores.get(s) or {}).get(key) for s in SPLITS]
-        gap = "" if kind == "int" else fmt_gap(diff(values[1], values[0]), kind)
-        rows.append([label, *(fmt(v, kind) for v in values), gap])
+    for score in SCORES:
+        values = [(scores.get(s) or {}).get(score.key) for s in SPLITS]
+        gap = "" if score.fmt == "int" else fmt_gap(diff(values[1], values[0]), score.fmt)
+        rows.append([score.label, *(fmt(v, score.fmt) for v in values), gap])
     return Table(["metric", *SPLITS, "val - train"], rows)
 
 
@@ -154,7 +152,7 @@ def gap_sentence(model: Model, scores: dict) -> str:
     )
 
 
-def timing_table(train: dict, phases: list[str]) -> Table:
+def timing_table(train: dict, phases: tuple[str, ...]) -> Table:
     """Epochs, time and throughput per phase, and the val scores of the weights kept."""
     rows = []
     for phase in phases:
@@ -166,8 +164,7 @@ def timing_table(train: dict, phases: list[str]) -> Table:
                 seconds(block["seconds"]) if "seconds" in block else "–",
                 fmt(block.get("train_images_per_second"), "1f"),
                 fmt(block.get("val_loss"), "4f"),
-                fmt(block.get("val_gender_accuracy"), "pct"),
-                fmt(block.get("val_age_mae"), "3f"),
+                *(fmt(block.get(f"val_{s.key}"), s.fmt) for s in COMPARED),
             ]
         )
     best = train.get("best") or {}
@@ -178,9 +175,8 @@ def timing_table(train: dict, phases: list[str]) -> Table:
             "",
             "",
             fmt(best.get("val_loss"), "4f"),
-            fmt(best.get("val_gender_accuracy"), "pct"),
-            fmt(best.get("val_age_mae"), "3f"),
+            *(fmt(best.get(f"val_{s.key}"), s.fmt) for s in COMPARED),
         ]
     )
     header = ["phase", "epochs", "time", "train images/s", "val loss"]
-    return Table([*header, "val gender accuracy", "val age MAE"], rows)
+    return Table([*header, *(f"val {s.words}" for s in COMPARED)], rows)

@@ -64,7 +64,7 @@ def reproduce_section(
         ]
     )
     return [
-        Heading(2, "5. Reproduce"),
+        Heading(2, "Reproduce"),
         Text(git_state()),
         *environment_blocks(environment),
         *lock,

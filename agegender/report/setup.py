@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from agegender.backbones import BACKBONES
+from agegender.backbones import BACKBONES, pretrained_weights
+from agegender.labels import MAX_AGE
+from agegender.layout import MODEL_B
 from agegender.params import Fit, ModelA, ModelB
 from agegender.report.document import Block, Heading, Table, Text
-from agegender.utkface import MAX_AGE
 
 WARPS = {"rotation", "translation", "zoom"}  # applied together as one affine warp
 
@@ -149,10 +150,10 @@ def weights_text(weights: str | None) -> str:
 
 def backbone_phrase(p: ModelB) -> str:
     """'an ImageNet-pretrained MobileNetV2' and the like, for titles and sentences."""
-    spec = BACKBONES[p.backbone]
-    if p.pretrained == "imagenet":
+    spec, weights = BACKBONES[p.backbone], pretrained_weights(p.backbone, p.weights)
+    if weights == "imagenet":
         return f"an ImageNet-pretrained {spec.title}"
-    if p.pretrained == "vggface2":
+    if weights == "vggface2":
         return f"a {spec.title}"
     if p.weights is None:
         return f"a randomly initialised {spec.application}"
@@ -165,7 +166,7 @@ def setup_b(p: ModelB, common: list[list[str]], train: dict) -> list[Block]:
     alpha = f", width multiplier alpha {p.alpha:g}" if spec.has_alpha else ""
     rows = [
         ["backbone", f"{spec.application} (`{p.backbone}`){alpha}, without its classifier"],
-        ["backbone weights", weights_text(p.pretrained)],
+        ["backbone weights", weights_text(pretrained_weights(p.backbone, p.weights))],
         ["input", f"resized to {p.input_size} px, `{spec.preprocess}` preprocessing, in the model"],
         ["features", f"{p.pooling} pooling, normalisation {p.norm}, dropout {p.dropout:g}"],
         ["heads", f"age dense {p.age_units}, gender dense {p.gender_units}, dropout {p.dropout:g}"],
@@ -194,8 +195,7 @@ def setup_b(p: ModelB, common: list[list[str]], train: dict) -> list[Block]:
     phase_rows.append(
         [
             "epochs run",
-            str(train.get("phase1", {}).get("epochs", "–")),
-            str(train.get("phase2", {}).get("epochs", "–")),
+            *(str(train.get(phase, {}).get("epochs", "–")) for phase in MODEL_B.phases),
         ]
     )
     return [

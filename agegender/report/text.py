@@ -4,18 +4,6 @@ from __future__ import annotations
 
 import math
 
-# metrics.json key, table label, format. The formats keep every digit metrics.json has,
-# so the tables can be parsed back and compared exactly (tests/test_report.py does).
-SCORES = (
-    ("gender_accuracy", "gender accuracy", "pct"),
-    ("gender_f1", "gender F1 (female)", "4f"),
-    ("gender_auc", "gender ROC AUC", "4f"),
-    ("age_mae", "age MAE (years)", "3f"),
-    ("age_rmse", "age RMSE (years)", "3f"),
-    ("age_within_5", "age within 5 years", "pct"),
-    ("n", "faces", "int"),
-)
-
 
 def fmt(value: float | int | None, kind: str) -> str:
     """A value as `kind` says: "pct", "int" or a float format such as "3f"; "–" if missing."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from agegender.layout import MODELS
+from agegender.layout import ENSEMBLE, MODELS
 from agegender.report.document import Block, Figure, Heading, Table, Text
 from agegender.report.figures import worst_faces_figure
 
@@ -20,7 +20,7 @@ def best_age_model(metrics: dict, focus: str) -> str:
         for i, m in enumerate(MODELS)
         if metrics[m][focus]["age_mae"] is not None
     ]
-    return min(values)[2] if values else "ensemble"
+    return min(values)[2] if values else ENSEMBLE.key
 
 
 def worst_faces_blocks(

@@ -1,13 +1,7 @@
-"""Model A (CNN from scratch) and model B (pretrained backbone), both raw pixels in.
+"""Model B: a pretrained backbone with age and gender heads, fine-tuned in two phases.
 
-Each model takes uint8 RGB images of data.image_size and returns
-{"age": (N, 1) years, "gender": (N, 1) probability of female}. A builder makes two
-versions of the same network: the training model puts augmentation (and, for the
-label-distribution loss, the age distribution as a third output) around it; the serving
-model is the bare network, written to the .keras file. It holds only Keras's built-in
-layers, so `keras.saving.load_model` opens it in any Python without this project.
-Input scaling and backbone preprocessing are layers of both, so training cannot drift
-from serving. Keras 3 only: the same code runs on TensorFlow, JAX and PyTorch.
+The backbone comes from the registry in backbones.py: an ImageNet one from
+keras.applications, or the face-pretrained MobileNet read by tfjs_graph.py.
 """
 
 from __future__ import annotations
@@ -21,23 +15,12 @@ import numpy as np
 from keras import layers
 
 from agegender import tfjs_graph
-from agegender.augment import augment
-from agegender.backbones import BACKBONES
+from agegender.backbones import BACKBONES, pretrained_weights
 from agegender.errors import UserError
-from agegender.params import Augment, ModelA, ModelB
-from agegender.utkface import MAX_AGE
+from agegender.heads import outputs, pixels_in
+from agegender.params import ModelB
 
-AGE_PRIOR = 33.0  # about UTKFace's mean age: a linear age head starts there, not at 0
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # VGG16 and ResNet50's ImageNet preprocessing
-
-
-def pixels_in(
-    image_size: int, aug: Augment, seed: int, serving: bool
-) -> tuple[keras.KerasTensor, keras.KerasTensor]:
-    """The uint8 input and float [0, 255] pixels, augmented in the training model."""
-    inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
-    x = layers.Rescaling(1.0, name="to_float")(inputs)
-    return inputs, x if serving else augment(x, aug, seed)
 
 
 def imagenet_preprocess(x: keras.KerasTensor, mode: str) -> keras.KerasTensor:
@@ -56,114 +39,6 @@ def imagenet_preprocess(x: keras.KerasTensor, mode: str) -> keras.KerasTensor:
     return x  # EfficientNet rescales inside its own graph
 
 
-def age_outputs(x: keras.KerasTensor, head: str) -> dict[str, keras.KerasTensor]:
-    """Age in years (float32 even under mixed precision), and the age distribution if any.
-
-    "expectation" predicts a distribution over ages 0..MAX_AGE and returns its mean:
-    smoother to learn from few faces than one linear unit, and what the label-distribution
-    loss trains directly.
-    """
-    if head == "linear":
-        age = layers.Dense(
-            1, bias_initializer=keras.initializers.Constant(AGE_PRIOR), dtype="float32", name="age"
-        )(x)
-        return {"age": age}
-    probs = layers.Dense(MAX_AGE + 1, activation="softmax", dtype="float32", name="age_probs")(x)
-    ages = np.arange(MAX_AGE + 1, dtype="float32").reshape(-1, 1)
-    expectation = layers.Dense(
-        1,
-        use_bias=False,
-        trainable=False,
-        kernel_initializer=keras.initializers.Constant(ages),
-        dtype="float32",
-        name="age",
-    )
-    return {"age": expectation(probs), "age_probs": probs}
-
-
-def outputs(age: keras.KerasTensor, gender: keras.KerasTensor, head: str, keep_probs: bool):
-    """The model's output dict; the age distribution only where the loss needs it."""
-    ages = age_outputs(age, head)
-    out = {
-        "age": ages["age"],
-        "gender": layers.Dense(1, activation="sigmoid", dtype="float32", name="gender")(gender),
-    }
-    if keep_probs and "age_probs" in ages:
-        out["age_probs"] = ages["age_probs"]
-    return out
-
-
-# --- model A ------------------------------------------------------------------------------
-
-# Keras's default 0.99 averages over ~100 steps, longer than the weights stay put at a high
-# learning rate with ~60 steps per epoch; the stale statistics made val age MAE swing 9-20.
-BN_MOMENTUM = 0.9
-
-
-def _conv_block(x, filters: int, p: ModelA, name: str):
-    reg = keras.regularizers.L2(p.l2) if p.l2 else None
-    for i in range(p.convs_per_block):
-        x = layers.Conv2D(
-            filters,
-            p.kernel_size,
-            padding="same",
-            use_bias=not p.batch_norm,
-            kernel_regularizer=reg,
-            name=f"{name}_conv{i + 1}",
-        )(x)
-        if p.batch_norm:
-            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn{i + 1}")(x)
-        x = layers.ReLU(name=f"{name}_relu{i + 1}")(x)
-    x = layers.MaxPooling2D(name=f"{name}_pool")(x)
-    if p.spatial_dropout:
-        x = layers.SpatialDropout2D(p.spatial_dropout, name=f"{name}_drop")(x)
-    return x
-
-
-def _branch(x, p: ModelA, task: str):
-    for i, filters in enumerate(p.branch_filters):
-        x = _conv_block(x, filters, p, f"{task}_block{i + 1}")
-    pool = layers.GlobalAveragePooling2D if p.pooling == "avg" else layers.Flatten
-    x = pool(name=f"{task}_pool")(x)
-    reg = keras.regularizers.L2(p.l2) if p.l2 else None
-    x = layers.Dense(p.dense_units, kernel_regularizer=reg, name=f"{task}_dense")(x)
-    if p.batch_norm:
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{task}_dense_bn")(x)
-    x = layers.ReLU(name=f"{task}_dense_relu")(x)
-    return layers.Dropout(p.dropout, name=f"{task}_dropout")(x)
-
-
-def build_model_a(p: ModelA, image_size: int, seed: int, serving: bool = False) -> keras.Model:
-    """Shared conv trunk, then an age branch and a gender branch with their own blocks."""
-    inputs, x = pixels_in(image_size, p.augment, seed, serving)
-    x = layers.Rescaling(1 / 255, name="rescale")(x)
-    x = layers.Conv2D(
-        p.trunk_filters[0],
-        p.kernel_size,
-        strides=min(p.stem_stride, 2),
-        padding="same",
-        use_bias=not p.batch_norm,
-        name="stem_conv",
-    )(x)
-    if p.batch_norm:
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
-    x = layers.ReLU(name="stem_relu")(x)
-    if p.stem_stride == 4:  # the stride-2 conv sees every pixel; the pool halves again
-        x = layers.MaxPooling2D(name="stem_pool")(x)
-    for i, filters in enumerate(p.trunk_filters):
-        x = _conv_block(x, filters, p, f"trunk_block{i + 1}")
-    out = outputs(
-        _branch(x, p, "age"),
-        _branch(x, p, "gender"),
-        p.age_head,
-        keep_probs=not serving and p.loss.age == "dldl",
-    )
-    return keras.Model(inputs, out, name="model_a")
-
-
-# --- model B ------------------------------------------------------------------------------
-
-
 def build_backbone(p: ModelB) -> keras.Model:
     """The backbone without its classifier, for any input size.
 
@@ -172,7 +47,7 @@ def build_backbone(p: ModelB) -> keras.Model:
     rarely in the cache.
     """
     spec = BACKBONES[p.backbone]
-    weights = p.pretrained
+    weights = pretrained_weights(p.backbone, p.weights)
     kwargs = {"include_top": False, "weights": weights, "input_shape": (None, None, 3)}
     if spec.has_alpha:
         kwargs["alpha"] = p.alpha
@@ -249,7 +124,8 @@ def build_model_b(p: ModelB, image_size: int, seed: int, serving: bool = False) 
         x = layers.Resizing(p.input_size, p.input_size, name="resize")(x)
     x = imagenet_preprocess(x, BACKBONES[p.backbone].preprocess)
     if BACKBONES[p.backbone].pretrained == "vggface2":
-        backbone, file_heads = face_backbone(None if serving else p.pretrained)
+        weights = None if serving else pretrained_weights(p.backbone, p.weights)
+        backbone, file_heads = face_backbone(weights)
     else:
         backbone = build_backbone(dataclasses.replace(p, weights=None) if serving else p)
     backbone.trainable = False
@@ -354,18 +230,3 @@ def unfreeze_top(
         if is_norm and layer.trainable:
             layer.momentum = momentum
     return sum(1 for layer in backbone.layers if layer.trainable and layer.weights)
-
-
-def copy_weights(source: keras.Model, target: keras.Model) -> None:
-    """Copy weights layer by layer: training model -> serving model.
-
-    Both come from one builder, so the layers with weights line up in order (augmentation
-    has none); a backbone's name depends on its weights, hence order, not names.
-    """
-    pairs = zip(
-        [lyr for lyr in source.layers if lyr.weights],
-        [lyr for lyr in target.layers if lyr.weights],
-        strict=True,
-    )
-    for one, other in pairs:
-        other.set_weights(one.get_weights())

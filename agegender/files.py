@@ -1,0 +1,176 @@
+"""Atomic files and folders: an output is whole and new, or whole and old, never half-written.
+
+Every writer of the pipeline goes through here: a temporary beside the target, renamed onto
+it only when complete. Temporaries carry their owner's pid, so a run removes what a killed
+run left, never what a live one is writing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import re
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from agegender.errors import UserError, write_failure
+
+
+def temp_prefix(path: Path) -> str:
+    """`.{stem}.{pid}.`: the owner's pid in the name tells a live run's temporary from one a
+    killed run left."""
+    return f".{path.stem}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_stale_temps(path: Path | str) -> None:
+    """Remove the temporaries a killed run left beside `path` (see atomic_path).
+
+    Only names tempfile makes from this path's name (`.{stem}.{pid}.` + 8 random characters
+    + the suffix) are touched, and only where that pid is gone: a run started a second
+    later leaves the first one's files alone.
+    """
+    path = Path(path)
+    pattern = re.compile(
+        rf"\.{re.escape(path.stem)}\.(\d+)\.[a-z0-9_]{{8}}{re.escape(path.suffix)}"
+    )
+    if not path.parent.is_dir():
+        return
+    for stale in path.parent.iterdir():
+        match = pattern.fullmatch(stale.name)
+        if not match or _alive(int(match.group(1))):
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    The suffix is kept (Keras checks that a model file ends in .keras). The file gets the
+    usual umask mode, not tempfile's 0600, and temporaries of a killed run are removed first.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=path.suffix, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except OSError as error:
+        failure = write_failure(error, path)
+        if failure is None:
+            raise
+        raise failure from None
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(path: Path | str, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def check_writable(*folders: Path | str) -> None:
+    """Fail now, not after an hour of training, where an output cannot be written."""
+    for folder in map(Path, folders):
+        if any(p.exists() and not p.is_dir() for p in (folder, *folder.parents)):
+            raise UserError(f"cannot write {folder}: a file stands where a folder must be; move it")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder) as probe:
+                probe.write(b"\0" * 4096)
+                probe.flush()
+                os.fsync(probe.fileno())
+        except OSError as error:
+            failure = write_failure(error, folder)
+            if failure is None:
+                raise
+            raise failure from None
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block is done, then act on them as usual.
+
+    A Python handler, not a blocked signal mask: any thread may receive the signal, but Python
+    handlers always run in the main thread.
+    """
+    held = (signal.SIGINT, signal.SIGTERM)
+    got: list[int] = []
+    before = [signal.signal(s, lambda signum, _: got.append(signum)) for s in held]
+    try:
+        yield
+    finally:
+        for s, handler in zip(held, before, strict=True):
+            signal.signal(s, handler)
+        for s in got:
+            signal.raise_signal(s)
+
+
+def publish(moves: dict[Path, Path]) -> None:
+    """Move finished outputs (files or folders, source -> target) into place together: the
+    old targets go first and Ctrl-C waits until the new ones are in, so no set of outputs
+    ever mixes two runs."""
+    with signals_deferred():
+        for target in moves.values():
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        for source, target in moves.items():
+            os.replace(source, target)
+
+
+class StagedFolder:
+    """A folder written in a temporary beside `path`, put in place by commit().
+
+    For outputs written over a long time (a training run's DVCLive folder, an export): the
+    temporary goes at exit if commit() never came, so Ctrl-C leaves the old folder as it was.
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        clean_stale_temps(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(self.path), dir=self.path.parent))
+        atexit.register(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def commit(self) -> None:
+        publish({self.tmp: self.path})
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary folder that replaces `path` only if the block succeeds."""
+    staged = StagedFolder(path)
+    try:
+        yield staged.tmp
+        staged.commit()
+    finally:
+        shutil.rmtree(staged.tmp, ignore_errors=True)
