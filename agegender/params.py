@@ -261,9 +261,26 @@ class ModelB:
 
 
 @dataclass(frozen=True)
+class Distribute:
+    backend: Literal["tensorflow", "jax"]  # Keras's backend in the training stages
+    devices: int  # > 1: keras.distribution.DataParallel over this many devices (jax)
+    scale_batch: bool  # true: batch_size per device, learning rate x devices, warm-up
+
+    def check(self, at: str) -> None:
+        need(self.devices >= 1, f"{at}.devices", f"must be >= 1, got {self.devices}")
+        need(
+            self.devices == 1 or self.backend == "jax",
+            f"{at}.devices",
+            f"{self.devices} devices need backend jax (Keras 3 distributes on JAX); set "
+            f"{at}.backend to jax or devices to 1",
+        )
+
+
+@dataclass(frozen=True)
 class Train:
     mixed_precision: bool  # mixed_float16 compute on a GPU; outputs stay float32
     deterministic: bool  # deterministic TensorFlow ops: same params, same model
+    distribute: Distribute  # devices and backend of the training stages (distribute.py)
 
 
 @dataclass(frozen=True)
@@ -294,7 +311,18 @@ class Params:
     report: Report
 
     def check(self, at: str) -> None:
-        """Cross-section rule: model A's pooling must not shrink the image below one pixel."""
+        """Cross-section rules: model A's pooling must not shrink the image below one pixel;
+        each global batch must split evenly over the training devices."""
+        d = self.train.distribute
+        if not d.scale_batch:
+            fits = {"model_a.fit": self.model_a.fit, "model_b.phase1": self.model_b.phase1}
+            for key, fit in {**fits, "model_b.phase2": self.model_b.phase2}.items():
+                need(
+                    fit.batch_size % d.devices == 0,
+                    f"{key}.batch_size",
+                    f"must divide by train.distribute.devices ({d.devices}), got "
+                    f"{fit.batch_size}; or set train.distribute.scale_batch",
+                )
         a = self.model_a
         blocks = len(a.trunk_filters) + len(a.branch_filters)
         shrink = a.stem_stride * 2**blocks

@@ -18,6 +18,7 @@ import numpy as np
 from dvclive import Live
 from keras import ops
 
+from agegender import distribute
 from agegender.data import Split
 from agegender.errors import UserError
 from agegender.files import StagedFolder, atomic_path
@@ -67,8 +68,10 @@ class LabelAccuracy(_OnLabel, keras.metrics.BinaryAccuracy):
     """Gender accuracy against the true label (the first target column)."""
 
 
-def setup(seed: int, train: Train) -> None:
-    """Seeds from params.yaml; deterministic ops where the backend offers them."""
+def setup(seed: int, train: Train) -> dict:
+    """Devices (train.distribute), seeds from params.yaml, deterministic ops where the backend
+    offers them. Returns what the run records of its backend, devices and hardware."""
+    record = distribute.start(train.distribute)
     keras.utils.set_random_seed(seed)
     if train.deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -76,6 +79,7 @@ def setup(seed: int, train: Train) -> None:
         tf.config.experimental.enable_op_determinism()
     if train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    return record
 
 
 def age_distribution(age, sigma: float):
@@ -250,7 +254,15 @@ def cached_features(
 class Trainer:
     """One model, one DVCLive folder, any number of fit phases."""
 
-    def __init__(self, model: keras.Model, live_dir: str | Path, train: Split, val: Split):
+    def __init__(
+        self,
+        model: keras.Model,
+        live_dir: str | Path,
+        train: Split,
+        val: Split,
+        run: dict | None = None,
+    ):
+        """`run`: what setup() returned (backend, devices, hardware), kept in the summary."""
         for name, split in (("train", train), ("val", val)):
             if len(np.unique(split.gender)) < 2:
                 raise UserError(
@@ -264,7 +276,7 @@ class Trainer:
         # saved; Ctrl-C or a crash leaves the previous run's folder as it was.
         self.staged = StagedFolder(self.live_dir)
         self.live = Live(str(self.staged.tmp), report=None, save_dvc_exp=False, dvcyaml=None)
-        self.summary: dict[str, object] = {}
+        self.summary: dict[str, object] = {"distribute": run} if run else {}
         self.epoch = 0
         self.best_loss = math.inf
         self.best_weights: list[np.ndarray] | None = None  # in memory: nothing to clean up
@@ -315,10 +327,11 @@ class Trainer:
             flush=True,
         )
         start = time.monotonic()
+        (x, y, val), batch_size = distribute.local_share((x, y, val), fit.batch_size)
         history = model.fit(
             x,
             y,
-            batch_size=fit.batch_size,
+            batch_size=batch_size,
             epochs=self.epoch + fit.epochs,
             initial_epoch=self.epoch,
             validation_data=val,

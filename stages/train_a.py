@@ -7,6 +7,10 @@ val keeps the true labels, so early stopping and the scores judge A on the truth
 
 from __future__ import annotations
 
+from agegender import distribute
+
+distribute.select_backend()  # train.distribute.backend, set before anything imports Keras
+
 from agegender import params as P
 from agegender.data import check_side, load_split
 from agegender.errors import run
@@ -19,21 +23,21 @@ from agegender.training import Trainer, distilled, load_teacher, setup, targets
 def main() -> None:
     params = P.load()
     p, size = params.model_a, params.data.image_size
-    setup(params.seed, params.train)
+    record, d = setup(params.seed, params.train), params.train.distribute
     check_writable(MODEL_A.file.parent, MODEL_A.live_dir.parent)  # before, not after, training
     train, val = load_split("train"), load_split("val")
     for name, split in (("train", train), ("val", val)):
         check_side(split, size, name, "params.yaml's data.image_size")
     model = build_model_a(p, size, params.seed)
     model.summary(line_length=100)
-    trainer = Trainer(model, MODEL_A.live_dir, train, val)
+    trainer = Trainer(model, MODEL_A.live_dir, train, val, record)
     data = None
     if p.teacher != "none":
         teacher = load_teacher(len(train))
         y = distilled(targets(model, train), teacher, p.teacher_weight, p.loss.age_sigma)
         print(f"train_a: targets {p.teacher_weight:g} of the way to {p.teacher}'s predictions")
         data = ((train.images, y), (val.images, targets(model, val)))
-    trainer.phase(FIT, p.fit, p.loss, data=data)
+    trainer.phase(FIT, distribute.scaled(p.fit, d), p.loss, data=data)
     trainer.save(MODEL_A.file, build_model_a(p, size, params.seed, serving=True))
 
 

@@ -9,6 +9,10 @@ Both phases log to one DVCLive run; the best weights over both by val_loss are s
 
 from __future__ import annotations
 
+from agegender import distribute
+
+distribute.select_backend()  # train.distribute.backend, set before anything imports Keras
+
 from agegender import backbones
 from agegender import params as P
 from agegender.data import check_side, load_split
@@ -29,7 +33,7 @@ def main() -> None:
     params = P.load()
     p, size = params.model_b, params.data.image_size
     backbones.check(p)  # the backbone and its weights: the registry lives with model B
-    setup(params.seed, params.train)
+    record, d = setup(params.seed, params.train), params.train.distribute
     check_writable(MODEL_B.file.parent, MODEL_B.live_dir.parent)  # before, not after, training
     train, val = load_split("train"), load_split("val")
     for name, split in (("train", train), ("val", val)):
@@ -42,15 +46,15 @@ def main() -> None:
             f"batch_norm {p.batch_norm}: re-estimating BatchNorm statistics on the training faces"
         )
         adapt_batch_norm(extractor, train.images, p.phase1.batch_size)
-    trainer = Trainer(model, MODEL_B.live_dir, train, val)
+    trainer = Trainer(model, MODEL_B.live_dir, train, val, record)
     if p.phase1.cached_features:
         data = cached_features(extractor, head, train, val, p.phase1.batch_size)
-        trainer.phase(PHASE1, p.phase1, p.loss, model=head, data=data)
+        trainer.phase(PHASE1, distribute.scaled(p.phase1, d), p.loss, model=head, data=data)
     else:
-        trainer.phase(PHASE1, p.phase1, p.loss)
+        trainer.phase(PHASE1, distribute.scaled(p.phase1, d), p.loss)
     layers = unfreeze_top(backbone_of(model), p.phase2.unfreeze, p.batch_norm, p.bn_momentum)
     print(f"phase2: {layers} backbone layers with weights unfrozen (BatchNorm {p.batch_norm})")
-    trainer.phase(PHASE2, p.phase2, p.loss)
+    trainer.phase(PHASE2, distribute.scaled(p.phase2, d), p.loss)
     trainer.save(MODEL_B.file, build_model_b(p, size, params.seed, serving=True))
 
 

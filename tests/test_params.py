@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from agegender import params as P
-from tests.conftest import ROOT, write_params
+from tests.conftest import ROOT, SMALL, write_params
 
 
 def test_repo_params_load():
@@ -146,3 +146,23 @@ def test_a_huge_value_is_shown_short(tmp_path):
         write_params(tmp_path, ["seed=[" + ", ".join(["1"] * 100000) + "]"])
     assert "seed: must be an integer, got [1, 1, 1, 1, 1, 1, ...]" in str(error.value)
     assert len(str(error.value)) < 300
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["train.distribute.backend=jax", "train.distribute.devices=3"],
+            "model_a.fit.batch_size: must divide by train.distribute.devices (3), got 32",
+        ),
+        (
+            ["train.distribute.devices=2"],
+            "train.distribute.devices: 2 devices need backend jax",
+        ),
+        (["train.distribute.devices=0"], "train.distribute.devices: must be >= 1"),
+    ],
+)
+def test_params_that_cannot_be_distributed_stop(tmp_path, overrides, message):
+    with pytest.raises(P.ParamsError) as error:
+        write_params(tmp_path, [*SMALL, *overrides])
+    assert message in str(error.value)

@@ -1,0 +1,129 @@
+"""Peak memory of the prepare stage: the real archive against one ten times its size.
+
+    python benchmarks/prepare_memory.py                 # data.raw, and 10x of it
+    python benchmarks/prepare_memory.py --times 10 --keep /tmp/big.tar
+
+The bigger archive holds every file of data.raw ten times, each copy under a new name (its
+timestamp field changed) and with one different byte after the image data, so that every
+copy is a distinct face file to prepare's deduplication yet decodes like the original.
+Each run is `python -m stages.prepare` in a scratch folder at the params of params.yaml;
+memory is the proportional set size (PSS) of the whole process tree (the stage and its
+decoding workers), sampled every 0.1 s. Target: the peak stays flat as the archive grows
+(prepare holds names and hashes in memory, never the pixels of more than a bounded chunk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from agegender import params as P
+from agegender.archive import read_source
+from agegender.layout import SUMMARY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tree_pss(pid: int) -> int:
+    """Proportional set size of a process and all its descendants (Linux /proc): pages the
+    forked decoding workers share with the stage count once, not once per process as in RSS."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
+            pss = next(line for line in rollup.splitlines() if line.startswith("Pss:"))
+            total += 1024 * int(pss.split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):  # gone meanwhile
+            continue
+    return total
+
+
+def run_prepare(archive: Path) -> tuple[float, int, int]:
+    """(seconds, peak bytes of the process tree, files) of prepare on `archive`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+        raw["data"]["raw"] = str(archive.resolve())
+        (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stages.prepare"], cwd=tmp, env=env, stdout=subprocess.DEVNULL
+        )
+        peak = [0]
+
+        def sample() -> None:
+            while proc.poll() is None:
+                peak[0] = max(peak[0], tree_pss(proc.pid))
+                time.sleep(0.1)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        proc.wait()
+        sampler.join()
+        seconds = time.perf_counter() - start
+        if proc.returncode:
+            raise SystemExit(f"prepare failed on {archive} (exit {proc.returncode})")
+        summary = json.loads((Path(tmp) / SUMMARY).read_text())
+        return seconds, peak[0], summary["files"]
+
+
+def bigger(source: Path, times: int, out: Path) -> None:
+    """`times` distinct copies of every file of `source` in one uncompressed tar."""
+    with tarfile.open(out, "w") as tar:
+        for member in read_source(source):
+            if member.problem or not member.data:
+                continue
+            parts = member.name.split("_")
+            for copy in range(times):
+                name = member.name
+                if len(parts) >= 4 and parts[3][:1].isdigit():  # the stamp's first digit
+                    name = "_".join([*parts[:3], f"{copy % 10}{parts[3][1:]}", *parts[4:]])
+                elif copy:
+                    name = f"{copy}-{name}"
+                data = member.data + bytes([copy % 256])  # after the image: decodes the same
+                info = tarfile.TarInfo(f"UTKFace/{name}")
+                info.size = len(data)
+                tar.addfile(info, fileobj=io.BytesIO(data))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--times", type=int, default=10)
+    parser.add_argument("--keep", type=Path, help="write (or reuse) the bigger archive here")
+    args = parser.parse_args()
+    source = Path(P.load().data.raw)
+    work = Path(tempfile.mkdtemp())
+    try:
+        big = args.keep or work / f"x{args.times}.tar"
+        if not big.exists():
+            start = time.perf_counter()
+            bigger(source, args.times, big)
+            size, took = big.stat().st_size / 2**20, time.perf_counter() - start
+            print(f"wrote {big}: {size:.0f} MB in {took:.0f} s")
+        for archive in (source, big):
+            seconds, peak, files = run_prepare(archive)
+            print(
+                f"prepare on {archive.name}: {files:,} files, {seconds:.0f} s, "
+                f"peak {peak / 2**20:.0f} MB (PSS of the process tree), {os.cpu_count()} cores"
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
