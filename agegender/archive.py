@@ -94,7 +94,10 @@ def _read_folder(folder: Path) -> Iterator[Member]:
 def _read_tar(archive: Path) -> Iterator[Member]:
     try:
         with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
+            count = 0
+            while (member := tar.next()) is not None:
+                count += 1
+                tar.members = []  # tarfile keeps every header read (~0.5 kB a file); drop them
                 if member.isdir():
                     continue
                 if not member.isfile() or _unsafe(member.name):
@@ -109,12 +112,12 @@ def _read_tar(archive: Path) -> Iterator[Member]:
                 handle = tar.extractfile(member)
                 assert handle is not None
                 yield _member(member.name, _too_big(member.size), handle.read)
-            _check_tar_end(archive, tar)
+            _check_tar_end(archive, tar, count)
     except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as error:
         raise UserError(f"{archive}: broken archive ({error}); download it again") from None
 
 
-def _check_tar_end(archive: Path, tar: tarfile.TarFile) -> None:
+def _check_tar_end(archive: Path, tar: tarfile.TarFile, count: int) -> None:
     """Read on to the end of the file: tarfile takes a damaged header for the end of the
     archive, so only the rest (all zeros in a whole archive) and the gzip/bzip2/xz checksum at
     the very end tell a damaged archive from a complete one."""
@@ -124,7 +127,7 @@ def _check_tar_end(archive: Path, tar: tarfile.TarFile) -> None:
         if chunk.count(0) != len(chunk):
             raise UserError(
                 f"{archive}: damaged archive: unreadable after its first "
-                f"{len(tar.getmembers())} members; download it again"
+                f"{count} members; download it again"
             )
 
 

@@ -62,7 +62,11 @@ def stratified_take(
 
 
 def split(faces: pd.DataFrame, data: P.Data, seed: int) -> pd.Series:
-    """Seeded subset -> train/val, and a test split from the usable faces left over."""
+    """Seeded subset -> train/val, and a test split from the usable faces left over.
+
+    data.train_all then adds the faces still unused to train: val and test are the same
+    faces as without it, so the two runs' scores compare face for face.
+    """
     usable = faces.index[faces.status == "ok"].to_numpy()
     if len(usable) == 0:
         counts = faces.status.value_counts()
@@ -82,7 +86,9 @@ def split(faces: pd.DataFrame, data: P.Data, seed: int) -> pd.Series:
     rng = np.random.default_rng(seed)
     subset, rest = stratified_take(usable, strata[usable], data.subset_size, rng)
     val, train = stratified_take(subset, strata[subset], data.val_size, rng)
-    test, _ = stratified_take(rest, strata[rest], min(data.test_size, len(rest)), rng)
+    test, unused = stratified_take(rest, strata[rest], min(data.test_size, len(rest)), rng)
+    if data.train_all:  # drawn after val and test, so both stay the faces of the default split
+        train = np.union1d(train, unused)
     out = pd.Series("", index=faces.index, dtype=object)
     out[faces.status == "ok"] = "unused"
     for name, rows in (("train", train), ("val", val), ("test", test)):

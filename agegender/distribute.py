@@ -75,7 +75,7 @@ def start(d: P.Distribute) -> dict:
         )
     return {
         "backend": d.backend,
-        "devices": d.devices if d.devices > 1 else 1,
+        "devices": d.devices,
         "device_kind": devices[0].split(":")[0],
         "processes": processes() or 1,
         "hardware": f"{platform.machine()}, {os.cpu_count()} cores",

@@ -24,9 +24,12 @@ AGE_PRIOR = 33.0  # about UTKFace's mean age: a linear age head starts there, no
 
 
 def pixels_in(
-    image_size: int, aug: Augment, seed: int, serving: bool
+    image_size: int | None, aug: Augment, seed: int, serving: bool
 ) -> tuple[keras.KerasTensor, keras.KerasTensor]:
-    """The uint8 input and float [0, 255] pixels, augmented in the training model."""
+    """The uint8 input and float [0, 255] pixels, augmented in the training model.
+
+    image_size None takes any size (progressive resizing trains on smaller images first).
+    """
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = layers.Rescaling(1.0, name="to_float")(inputs)
     return inputs, x if serving else augment(x, aug, seed)

@@ -47,8 +47,13 @@ def _branch(x, p: ModelA, task: str):
 
 
 def build_model_a(p: ModelA, image_size: int, seed: int, serving: bool = False) -> keras.Model:
-    """Shared conv trunk, then an age branch and a gender branch with their own blocks."""
-    inputs, x = pixels_in(image_size, p.augment, seed, serving)
+    """Shared conv trunk, then an age branch and a gender branch with their own blocks.
+
+    Under progressive resizing the training model takes any size; the serving model always
+    takes image_size.
+    """
+    size = None if p.progressive and not serving else image_size
+    inputs, x = pixels_in(size, p.augment, seed, serving)
     x = layers.Rescaling(1 / 255, name="rescale")(x)
     x = layers.Conv2D(
         p.trunk_filters[0],

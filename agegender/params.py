@@ -24,6 +24,7 @@ class Data:
     subset_size: int  # faces drawn for train + val
     val_size: int
     test_size: int  # cap on the held-out test split (0 disables it)
+    train_all: bool  # every usable face outside val and test trains, not only the subset's
 
     def check(self, at: str) -> None:
         need(self.raw.strip() != "", f"{at}.raw", "is empty; set it to data/raw/UTKFace.tar.gz")
@@ -159,6 +160,9 @@ class ModelA:
     # stage `teach`); A's weights still start from scratch
     teacher: Literal["none", "model_b"]
     teacher_weight: float  # how far the targets move from the labels to the teacher's
+    # progressive resizing: train first at these smaller sizes (pixels, increasing), then at
+    # data.image_size; fit.epochs split evenly over the sizes. [] trains at full size only
+    progressive: list[int]
     loss: Loss
     augment: Augment
     fit: Fit
@@ -277,10 +281,22 @@ class Distribute:
 
 
 @dataclass(frozen=True)
+class Loader:
+    # arrays: each split copied into memory once (fastest while it fits); stream: seeded
+    # batches read from the memory-mapped .npy files (training.Batches), for any size
+    kind: Literal["arrays", "stream"]
+    workers: int  # stream: threads reading batches; the batches do not depend on it
+
+    def check(self, at: str) -> None:
+        need(self.workers >= 1, f"{at}.workers", f"must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
 class Train:
     mixed_precision: bool  # mixed_float16 compute on a GPU; outputs stay float32
     deterministic: bool  # deterministic TensorFlow ops: same params, same model
     distribute: Distribute  # devices and backend of the training stages (distribute.py)
+    loader: Loader  # how fit reads the faces
 
 
 @dataclass(frozen=True)
@@ -311,12 +327,16 @@ class Params:
     report: Report
 
     def check(self, at: str) -> None:
-        """Cross-section rules: model A's pooling must not shrink the image below one pixel;
-        each global batch must split evenly over the training devices."""
+        """Cross-section rules: model A's pooling must not shrink the image (or a progressive
+        size) below one pixel; each global batch must split evenly over the training devices."""
         d = self.train.distribute
         if not d.scale_batch:
-            fits = {"model_a.fit": self.model_a.fit, "model_b.phase1": self.model_b.phase1}
-            for key, fit in {**fits, "model_b.phase2": self.model_b.phase2}.items():
+            fits = {
+                "model_a.fit": self.model_a.fit,
+                "model_b.phase1": self.model_b.phase1,
+                "model_b.phase2": self.model_b.phase2,
+            }
+            for key, fit in fits.items():
                 need(
                     fit.batch_size % d.devices == 0,
                     f"{key}.batch_size",
@@ -332,6 +352,29 @@ class Params:
             f"must be >= {shrink} for model_a (stem_stride {a.stem_stride} and {blocks} pooling "
             f"blocks), got {self.data.image_size}; raise it or drop a block",
         )
+        sizes = [*a.progressive, self.data.image_size]
+        if a.progressive:
+            need(
+                all(small < big for small, big in zip(sizes, sizes[1:], strict=False)),
+                "model_a.progressive",
+                f"must increase and stay below data.image_size ({self.data.image_size}), "
+                f"got {a.progressive}",
+            )
+            need(
+                a.progressive[0] >= shrink,
+                "model_a.progressive",
+                f"sizes must be >= {shrink} for model_a's pooling, got {a.progressive}",
+            )
+            need(
+                a.pooling == "avg",
+                "model_a.progressive",
+                "needs model_a.pooling: avg (flatten fixes the input size); set it to []",
+            )
+            need(
+                a.fit.epochs >= len(sizes),
+                "model_a.progressive",
+                f"{len(sizes)} sizes need model_a.fit.epochs >= {len(sizes)}, got {a.fit.epochs}",
+            )
 
 
 def load(path: Path | str = PARAMS_FILE) -> Params:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -26,7 +27,7 @@ from agegender.heads import copy_weights
 from agegender.labels import MAX_AGE
 from agegender.layout import PHASE2, TEACHER
 from agegender.metric_table import COMPARED
-from agegender.params import Fit, Loss, Train
+from agegender.params import Fit, Loader, Loss, Train
 
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
@@ -155,6 +156,73 @@ def distilled(
     return out
 
 
+def size_schedule(epochs: int, sizes: Sequence[int], full: int) -> list[tuple[int, int]]:
+    """[(image size, epochs)]: `epochs` split evenly over `sizes` and then `full`, which
+    takes the remainder. No sizes: [(full, epochs)], one fit as without progressive resizing."""
+    stages = [*sizes, full]
+    each = epochs // len(stages)
+    return [(size, each) for size in sizes] + [(full, epochs - each * len(sizes))]
+
+
+def resized(images: np.ndarray, size: int, batch: int = 500) -> np.ndarray:
+    """uint8 faces at size x size, smoothed first (antialias) as a smaller photo would be."""
+    if images.shape[1:3] == (size, size):
+        return images
+    out = np.empty((len(images), size, size, images.shape[3]), np.uint8)
+    for i in range(0, len(images), batch):
+        x = ops.image.resize(
+            np.asarray(images[i : i + batch], "float32"), (size, size), antialias=True
+        )
+        out[i : i + batch] = np.clip(np.round(ops.convert_to_numpy(x)), 0, 255)
+    return out
+
+
+class Batches(keras.utils.PyDataset):
+    """Batches of (memory-mapped) arrays, in a seeded order each epoch, or in order without
+    a seed (validation, prediction).
+
+    Only a batch at a time is read into memory, so a split may be larger than RAM, and a
+    batch depends on the seed, the epoch and its index alone: any number of workers gives
+    the same batches. `size` resizes each batch (progressive resizing).
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: dict[str, np.ndarray] | None,
+        batch_size: int,
+        seed: int | None = None,
+        epoch: int = 0,
+        size: int | None = None,
+        workers: int = 1,
+    ):
+        super().__init__(workers=workers)
+        self.x, self.y, self.batch_size, self.size = x, y, batch_size, size
+        self.seed, self.epoch = seed, epoch
+        self.order = self._order()
+
+    def _order(self) -> np.ndarray:
+        if self.seed is None:
+            return np.arange(len(self.x))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        # sorted rows: a memory-mapped file is read forwards; the batch is the same set
+        rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
+        x = np.asarray(self.x[rows])
+        x = resized(x, self.size) if self.size else x
+        if self.y is None:
+            return x
+        return x, {name: np.asarray(v[rows]) for name, v in self.y.items()}
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = self._order()
+
+
 def compile_model(model: keras.Model, fit: Fit, loss: Loss, steps_per_epoch: int) -> None:
     rate: float | keras.optimizers.schedules.LearningRateSchedule = fit.learning_rate
     if fit.schedule == "cosine":
@@ -202,6 +270,7 @@ class _EpochLog(keras.callbacks.Callback):
     def __init__(self, trainer: Trainer, phase: str):
         super().__init__()
         self.trainer, self.phase = trainer, phase
+        self.keep_best = True  # False while progressive resizing trains below full size
         self.train_seconds = 0.0
         self._start = 0.0
 
@@ -227,28 +296,39 @@ class _EpochLog(keras.callbacks.Callback):
         live.log_metric("learning_rate", float(keras.ops.convert_to_numpy(rate)))
         live.log_metric("phase", 2 if self.phase == PHASE2 else 1)  # the report marks phase 2
         live.next_step()
-        self.trainer.keep_if_best(float(logs["val_loss"]))
+        if self.keep_best:  # a val loss at a smaller size does not score the model saved
+            self.trainer.keep_if_best(float(logs["val_loss"]))
 
 
 def cached_features(
-    extractor: keras.Model, head: keras.Model, train: Split, val: Split, batch_size: int
+    extractor: keras.Model,
+    head: keras.Model,
+    train: Split,
+    val: Split,
+    batch_size: int,
+    loader: Loader | None = None,
 ) -> tuple[tuple, tuple]:
     """((x, y), (val_x, val_y)) of backbone features: the faces and their mirror images.
 
     The frozen backbone gives the same features every epoch, so phase 1 computes them once
-    (one forward pass, no backward) and then trains the heads in seconds.
+    (one forward pass, no backward) and then trains the heads in seconds. The features
+    (about 4 kB a face) stay in memory under either loader; the images need not.
     """
     print(f"phase1: backbone features of {len(train)} faces, mirrored too", flush=True)
-    images = np.asarray(train.images)
-    x = np.concatenate(
-        [
-            extractor.predict(images, batch_size=batch_size, verbose=0),
-            extractor.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0),
-        ]
-    )
+    if loader and loader.kind == "stream":  # the mirrored view of a memory map is no copy
+
+        def features(images: np.ndarray) -> np.ndarray:
+            batches = Batches(images, None, batch_size, workers=loader.workers)
+            return extractor.predict(batches, verbose=0)
+
+    else:
+
+        def features(images: np.ndarray) -> np.ndarray:
+            return extractor.predict(np.asarray(images), batch_size=batch_size, verbose=0)
+
+    x = np.concatenate([features(train.images), features(train.images[:, :, ::-1])])
     y = {name: np.concatenate([v, v]) for name, v in targets(head, train).items()}
-    val_x = extractor.predict(val.images, batch_size=batch_size, verbose=0)
-    return (x, y), (val_x, targets(head, val))
+    return (x, y), (features(val.images), targets(head, val))
 
 
 class Trainer:
@@ -261,8 +341,11 @@ class Trainer:
         train: Split,
         val: Split,
         run: dict | None = None,
+        loader: Loader | None = None,
+        seed: int = 0,
     ):
-        """`run`: what setup() returned (backend, devices, hardware), kept in the summary."""
+        """`run`: what setup() returned (backend, devices, hardware), kept in the summary;
+        `loader` (train.loader, arrays when None) and `seed`: how fit reads the faces."""
         for name, split in (("train", train), ("val", val)):
             if len(np.unique(split.gender)) < 2:
                 raise UserError(
@@ -271,6 +354,7 @@ class Trainer:
                     f"data.subset_size / data.val_size"
                 )
         self.model, self.train, self.val = model, train, val
+        self.loader, self.seed = loader or Loader("arrays", 1), seed
         self.live_dir = Path(live_dir)
         # DVCLive writes into a temporary folder that replaces live_dir once the model is
         # saved; Ctrl-C or a crash leaves the previous run's folder as it was.
@@ -292,11 +376,14 @@ class Trainer:
         loss: Loss,
         model: keras.Model | None = None,
         data: tuple[tuple, tuple] | None = None,
+        sizes: Sequence[int] = (),
     ) -> None:
         """Train `fit.epochs` more epochs at most, then go back to the best weights so far.
 
         `model` and `data` ((x, y), (val_x, val_y)) default to the whole model on the
         prepared images; phase 1 of model B passes its heads and cached features instead.
+        `sizes`: progressive resizing, smaller image sizes to train (and validate) at first,
+        one fit each on one learning-rate schedule; the best weights are chosen at full size.
         """
         if fit.epochs == 0:
             return
@@ -328,19 +415,24 @@ class Trainer:
         )
         start = time.monotonic()
         (x, y, val), batch_size = distribute.local_share((x, y, val), fit.batch_size)
-        history = model.fit(
-            x,
-            y,
-            batch_size=batch_size,
-            epochs=self.epoch + fit.epochs,
-            initial_epoch=self.epoch,
-            validation_data=val,
-            shuffle=True,
-            callbacks=callbacks,
-            verbose=1 if sys.stdout.isatty() else 2,
-        )
-        epochs = len(history.history["loss"])
-        self.epoch += epochs
+        epochs, full = 0, x.shape[1]
+        for size, size_epochs in size_schedule(fit.epochs, sizes, full):
+            if sizes:
+                print(f"{name}: {size_epochs} epochs at {size} px", flush=True)
+            log.keep_best = size == full
+            train_in, val_in = self._feed((x, y), val, batch_size, size if sizes else None)
+            history = model.fit(
+                **train_in,
+                epochs=self.epoch + size_epochs,
+                initial_epoch=self.epoch,
+                validation_data=val_in,
+                shuffle=True,
+                callbacks=callbacks,
+                verbose=1 if sys.stdout.isatty() else 2,
+            )
+            done = len(history.history["loss"])
+            self.epoch += done
+            epochs += done
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
         if model is not self.model:  # the heads trained alone: compile the whole to score it
@@ -352,15 +444,25 @@ class Trainer:
             **self.evaluate(fit.batch_size),
         }
 
+    def _feed(self, train: tuple, val: tuple, batch_size: int, size: int | None):
+        """fit's training inputs (keyword arguments) and validation data, under the loader:
+        the arrays (resized first, for progressive resizing), or Batches reading them."""
+        if self.loader.kind == "stream":
+            stream = {"size": size, "workers": self.loader.workers}
+            batches = Batches(*train, batch_size, self.seed, self.epoch, **stream)
+            return {"x": batches}, Batches(*val, batch_size, **stream)
+        if size:
+            train, val = (resized(train[0], size), train[1]), (resized(val[0], size), val[1])
+        return {"x": train[0], "y": train[1], "batch_size": batch_size}, val
+
     def evaluate(self, batch_size: int) -> dict[str, float]:
         """Val metrics of the weights in the model now (the best so far, once restored)."""
-        logs = self.model.evaluate(
-            self.val.images,
-            targets(self.model, self.val),
-            batch_size=batch_size,
-            verbose=0,
-            return_dict=True,
-        )
+        y = targets(self.model, self.val)
+        if self.loader.kind == "stream":
+            data = {"x": Batches(self.val.images, y, batch_size, workers=self.loader.workers)}
+        else:
+            data = {"x": self.val.images, "y": y, "batch_size": batch_size}
+        logs = self.model.evaluate(**data, verbose=0, return_dict=True)
         # val_loss, then val_gender_accuracy and val_age_mae (Keras logs the outputs'
         # metrics as gender_accuracy and age_mae: metric_table's keys), as the report reads them
         return {

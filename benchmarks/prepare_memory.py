@@ -19,38 +19,18 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import yaml
+from memory import ROOT, peak_memory  # benchmarks/memory.py
 
 from agegender import params as P
 from agegender.archive import read_source
 from agegender.layout import SUMMARY
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def tree_pss(pid: int) -> int:
-    """Proportional set size of a process and all its descendants (Linux /proc): pages the
-    forked decoding workers share with the stage count once, not once per process as in RSS."""
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
-            pss = next(line for line in rollup.splitlines() if line.startswith("Pss:"))
-            total += 1024 * int(pss.split()[1])
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, StopIteration, ValueError):  # gone meanwhile
-            continue
-    return total
 
 
 def run_prepare(archive: Path) -> tuple[float, int, int]:
@@ -59,27 +39,11 @@ def run_prepare(archive: Path) -> tuple[float, int, int]:
         raw = yaml.safe_load((ROOT / "params.yaml").read_text())
         raw["data"]["raw"] = str(archive.resolve())
         (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stages.prepare"], cwd=tmp, env=env, stdout=subprocess.DEVNULL
-        )
-        peak = [0]
-
-        def sample() -> None:
-            while proc.poll() is None:
-                peak[0] = max(peak[0], tree_pss(proc.pid))
-                time.sleep(0.1)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        proc.wait()
-        sampler.join()
-        seconds = time.perf_counter() - start
-        if proc.returncode:
-            raise SystemExit(f"prepare failed on {archive} (exit {proc.returncode})")
+        seconds, peak, rc = peak_memory([sys.executable, "-m", "stages.prepare"], Path(tmp))
+        if rc:
+            raise SystemExit(f"prepare failed on {archive} (exit {rc})")
         summary = json.loads((Path(tmp) / SUMMARY).read_text())
-        return seconds, peak[0], summary["files"]
+        return seconds, peak["pss"], summary["files"]
 
 
 def bigger(source: Path, times: int, out: Path) -> None:

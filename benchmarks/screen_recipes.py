@@ -5,8 +5,11 @@
 
 Each recipe (a set of params.yaml changes, like `dvc exp run -S`) trains its stage in a
 scratch folder of its own, on the prepared data of this checkout, in its own process, so
-several share one GPU. This is for choosing what to try with `dvc exp run`: it skips
-evaluate and keeps nothing but the scores. On a GPU use KERAS_BACKEND=jax and set
+several share one GPU. A recipe that sets `seed` or a `data.` key prepares its own split
+first. This is for choosing what to try with `dvc exp run`: it skips evaluate and keeps
+nothing but the scores; `--score` adds the model's val and test scores as metrics.json has
+them (flip-averaged per evaluate.flip_tta), for a stage that trains one model alone (A,
+whose stage needs no other). On a GPU use KERAS_BACKEND=jax and set
 XLA_PYTHON_CLIENT_PREALLOCATE=false so the processes share its memory.
 """
 
@@ -24,19 +27,52 @@ from pathlib import Path
 
 import yaml
 
+from agegender.layout import TRAINED
 from agegender.typed_yaml import set_dotted
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def score(folder: Path, stage: str) -> dict[str, float]:
+    """val_acc, val_mae, test_acc, test_mae of the model the stage saved, as in metrics.json.
+
+    Imports here: only --score needs Keras in this process."""
+    from agegender import params as P
+    from agegender.data import load_split
+    from agegender.inference import load, predict
+    from agegender.metric_table import COMPARED
+    from agegender.metrics import scores
+
+    model_file = next(m.file for m in TRAINED.values() if m.stage == stage)
+    params = P.load(folder / "params.yaml")
+    model = load(str(folder / model_file))
+    flip, out = params.evaluate.flip_tta, {}
+    for split in ("val", "test"):
+        faces = load_split(split, folder / "data" / "prepared")
+        pred = predict(model, faces.images, params.evaluate.batch_size, (flip,))[flip]
+        got = scores(faces.age, pred[:, 0], faces.gender, pred[:, 1])
+        out |= {f"{split}_{s.short}": got[s.key] for s in COMPARED}
+    return out
+
+
 def screen(
-    recipe: dict, base: dict, scratch: Path, deadline: float, where: str, out: Path
+    recipe: dict,
+    base: dict,
+    scratch: Path,
+    deadline: float,
+    where: str,
+    out: Path,
+    scored: bool = False,
 ) -> dict | None:
     if time.time() > deadline:
         return None
     folder = scratch / recipe["name"]
     (folder / "data").mkdir(parents=True)
-    (folder / "data" / "prepared").symlink_to(ROOT / "data" / "prepared")
+    own_split = any(key == "seed" or key.startswith("data.") for key in recipe["set"])
+    if own_split:
+        (folder / "data" / "raw").symlink_to(ROOT / "data" / "raw")
+    else:
+        (folder / "data" / "prepared").symlink_to(ROOT / "data" / "prepared")
     raw = json.loads(json.dumps(base))
     raw["train"]["deterministic"] = False
     for key, value in recipe["set"].items():
@@ -45,18 +81,24 @@ def screen(
     paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # stages/ from a scratch folder
     start = time.time()
+    stages = ["prepare", recipe["stage"]] if own_split else [recipe["stage"]]
     with open(folder / "train.log", "w") as log:
-        rc = subprocess.call(
-            [sys.executable, "-m", f"stages.{recipe['stage']}"],
-            cwd=folder,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        for stage in stages:
+            rc = subprocess.call(
+                [sys.executable, "-m", f"stages.{stage}"],
+                cwd=folder,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            if rc:
+                break
     row = {**recipe, "where": where, "minutes": round((time.time() - start) / 60, 1), "rc": rc}
     metrics = folder / "reports" / recipe["stage"] / "metrics.json"
     if rc == 0:
         row.update(json.loads(metrics.read_text())["best"])  # val_loss, val_gender_accuracy, ...
+        if scored:
+            row.update(score(folder, recipe["stage"]))
     with open(out, "a") as handle:  # one line each as it ends: a run cut off keeps these
         handle.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
@@ -70,6 +112,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60, help="start no recipe after this")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--where", default=f"KERAS_BACKEND={os.environ.get('KERAS_BACKEND')}")
+    parser.add_argument("--score", action="store_true", help="val and test scores, flipped")
     args = parser.parse_args()
     recipes = yaml.safe_load(args.recipes.read_text())
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -81,7 +124,8 @@ def main() -> None:
         ThreadPoolExecutor(args.parallel) as pool,
     ):
         rows = pool.map(
-            lambda r: screen(r, base, Path(scratch), deadline, args.where, args.out), recipes
+            lambda r: screen(r, base, Path(scratch), deadline, args.where, args.out, args.score),
+            recipes,
         )
         done = [row for row in rows if row]
     print(f"{len(done)} of {len(recipes)} recipes screened -> {args.out}")

@@ -4,6 +4,8 @@
     python scripts/ablations.py seeds NAME [EXP]  # the commit (or experiment EXP) and the
                                              # experiments that differ from it in seed alone ->
                                              # one row of means and spreads (cpu_seeds.jsonl)
+    python scripts/ablations.py screened-seeds FILE NAME  # a screen's rows, one per seed
+                                             # (screen_recipes.py --score) -> one such row
     python scripts/ablations.py           # the table between the README's ablations markers
 
 `gpu_screen.jsonl` comes from benchmarks/screen_recipes.py; `cpu_runs.jsonl` from
@@ -33,7 +35,8 @@ def collect(commits: int = 3) -> None:
     """Val and test scores of the last commits and of their experiments, one line per model.
 
     Each row's params are those that differ from the commit before it (for a commit) or from
-    its commit (for an experiment), within that model's own section of params.yaml.
+    its commit (for an experiment), in that model's own section of params.yaml or in the
+    sections both models read (seed, data, train, evaluate).
     """
     shown = _exp_show(commits)
     rows = []
@@ -41,9 +44,8 @@ def collect(commits: int = 3) -> None:
         older = shown[i + 1]["data"] if i + 1 < len(shown) else None
         if older:
             rows += _rows(commit["data"], older, f"commit {commit['rev'][:7]}")
-        for exp in commit.get("experiments") or []:
-            for rev in exp.get("revs") or []:
-                rows += _rows(rev["data"], commit["data"], f"exp {rev.get('name') or ''}")
+        for rev in _finished(commit):
+            rows += _rows(rev["data"], commit["data"], f"exp {rev.get('name') or ''}")
     out = FOLDER / "cpu_runs.jsonl"
     old = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     merged = merge(old, list(reversed(rows)))
@@ -63,17 +65,23 @@ def _exp_show(commits: int = 1) -> list[dict]:
     return [c for c in shown if c["rev"] != "workspace"]
 
 
+def _finished(commit: dict) -> list[dict]:
+    """The experiments of a commit that did not fail (a failed one shows the metrics that
+    were in its workspace, not its own)."""
+    return [
+        rev
+        for exp in commit.get("experiments") or []
+        for rev in exp.get("revs") or []
+        if not rev.get("error")
+    ]
+
+
 def seeds(name: str, like: str | None = None) -> None:
     """The last commit, or the experiment named `like`, and the experiments (on the last
     commits) whose params differ from its params in `seed` alone: per model, the mean of each
     val and test score and its spread (half the range), as one row each."""
     shown = _exp_show(5)
-    revs = [
-        rev
-        for parent in shown
-        for exp in parent.get("experiments") or []
-        for rev in exp.get("revs") or []
-    ]
+    revs = [rev for parent in shown for rev in _finished(parent)]
     if like is None:
         base_data = shown[0]["data"]
     else:
@@ -85,26 +93,59 @@ def seeds(name: str, like: str | None = None) -> None:
     runs = [base_data]
     for rev in revs:
         params = _params(rev["data"])
-        changed = {k for k in params if params[k] != base.get(k)}
+        # keys only one side has came with newer code, whose defaults keep the old behaviour
+        changed = {k for k in params.keys() & base.keys() if params[k] != base[k]}
         if changed == {"seed"} and _metrics(rev["data"]):
             runs.append(rev["data"])
     values = [_metrics(run) for run in runs]
     used = sorted(int(_params(run)["seed"]) for run in runs)
-    rows = []
-    for stage, model in MODEL_OF_STAGE.items():
-        row = {"name": name, "stage": stage, "set": {"seed": used}}
-        row["where"] = f"2 CPU cores, TensorFlow, dvc repro; mean ± half range of {len(runs)} seeds"
-        for split in ("val", "test"):
-            for key in ("gender_accuracy", "age_mae"):
-                xs = [v[model][split][key] for v in values if v.get(model)]
-                row[f"{split}_{key}"] = round(sum(xs) / len(xs), 4)
-                row[f"{split}_{key}_spread"] = round((max(xs) - min(xs)) / 2, 4)
-        rows.append(row)
+    where = f"2 CPU cores, TensorFlow, dvc repro; mean ± half range of {len(runs)} seeds"
+    changed = ({"params of exp": like} if like else {}) | {"seed": used}
+    rows = [
+        _mean_row(name, stage, changed, where, [v[model] for v in values if v.get(model)])
+        for stage, model in MODEL_OF_STAGE.items()
+    ]
+    _add_seed_rows(rows)
+    print(f"{len(runs)} runs (seeds {used}) -> {FOLDER / 'cpu_seeds.jsonl'}")
+
+
+def screened_seeds(path: Path, name: str) -> None:
+    """A screen run with --score, one recipe per seed (benchmarks/screen_recipes.py) -> one
+    row of means and spreads in cpu_seeds.jsonl, as `seeds` makes from experiments."""
+    from agegender import params as P
+    from agegender.metric_table import COMPARED
+
+    runs = [row for row in map(json.loads, path.read_text().splitlines()) if row["rc"] == 0]
+    default_seed = P.load().seed
+    used = sorted(int(row["set"].get("seed", default_seed)) for row in runs)
+    scores = [
+        {split: {s.key: row[f"{split}_{s.short}"] for s in COMPARED} for split in ("val", "test")}
+        for row in runs
+    ]
+    changed = {k: v for k, v in runs[0]["set"].items() if k != "seed"} | {"seed": used}
+    minutes = round(sum(row["minutes"] for row in runs) / len(runs), 1)
+    where = f"{runs[0]['where']}; mean ± half range of {len(runs)} seeds"
+    row = _mean_row(name, runs[0]["stage"], changed, where, scores)
+    _add_seed_rows([row | {"minutes": minutes}])
+    print(f"{len(runs)} runs (seeds {used}) -> {FOLDER / 'cpu_seeds.jsonl'}")
+
+
+def _mean_row(name: str, stage: str, changed: dict, where: str, scores: list[dict]) -> dict:
+    """scores: one {split: {gender_accuracy, age_mae}} per seed -> mean and half range."""
+    row = {"name": name, "stage": stage, "set": changed, "where": where}
+    for split in ("val", "test"):
+        for key in ("gender_accuracy", "age_mae"):
+            xs = [one[split][key] for one in scores]
+            row[f"{split}_{key}"] = round(sum(xs) / len(xs), 4)
+            row[f"{split}_{key}_spread"] = round((max(xs) - min(xs)) / 2, 4)
+    return row
+
+
+def _add_seed_rows(rows: list[dict]) -> None:
     out = FOLDER / "cpu_seeds.jsonl"
     old = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     merged = merge(old, rows)
     out.write_text("".join(json.dumps(row) + "\n" for row in merged))
-    print(f"{len(runs)} runs (seeds {used}) -> {out}")
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
@@ -121,8 +162,11 @@ def _rows(data: dict, base: dict, name: str) -> list[dict]:
         return []
     rows = []
     for stage, model in MODEL_OF_STAGE.items():
+        others = tuple(f"{m}." for m in SHORT if m != model)  # the other model's section
         changed = {
-            k: v for k, v in params.items() if k.startswith(f"{model}.") and before.get(k) != v
+            k: v
+            for k, v in params.items()
+            if not k.startswith(others) and before.get(k, _defaults().get(k)) != v
         }
         scores = metrics[model]
         if not changed and scores == base_metrics.get(model):
@@ -167,6 +211,14 @@ def _metrics(data: dict) -> dict:
             continue
         out[model] = {s: {"gender_accuracy": g, "age_mae": a} for s, (g, a) in pick.items()}
     return out
+
+
+def _defaults() -> dict:
+    """Today's params.yaml, flat: a key an older run lacks came later, with a default that
+    keeps the old behaviour, so the older run had that value."""
+    import yaml
+
+    return _flat(yaml.safe_load(Path("params.yaml").read_text()))
 
 
 def _params(data: dict) -> dict:
@@ -224,5 +276,7 @@ if __name__ == "__main__":
         collect()
     elif sys.argv[1:2] == ["seeds"]:
         seeds(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+    elif sys.argv[1:2] == ["screened-seeds"]:
+        screened_seeds(Path(sys.argv[2]), sys.argv[3])
     else:
         render()

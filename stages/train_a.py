@@ -30,14 +30,14 @@ def main() -> None:
         check_side(split, size, name, "params.yaml's data.image_size")
     model = build_model_a(p, size, params.seed)
     model.summary(line_length=100)
-    trainer = Trainer(model, MODEL_A.live_dir, train, val, record)
+    trainer = Trainer(model, MODEL_A.live_dir, train, val, record, params.train.loader, params.seed)
     data = None
     if p.teacher != "none":
         teacher = load_teacher(len(train))
         y = distilled(targets(model, train), teacher, p.teacher_weight, p.loss.age_sigma)
         print(f"train_a: targets {p.teacher_weight:g} of the way to {p.teacher}'s predictions")
         data = ((train.images, y), (val.images, targets(model, val)))
-    trainer.phase(FIT, distribute.scaled(p.fit, d), p.loss, data=data)
+    trainer.phase(FIT, distribute.scaled(p.fit, d), p.loss, data=data, sizes=p.progressive)
     trainer.save(MODEL_A.file, build_model_a(p, size, params.seed, serving=True))
 
 

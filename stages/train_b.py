@@ -46,9 +46,11 @@ def main() -> None:
             f"batch_norm {p.batch_norm}: re-estimating BatchNorm statistics on the training faces"
         )
         adapt_batch_norm(extractor, train.images, p.phase1.batch_size)
-    trainer = Trainer(model, MODEL_B.live_dir, train, val, record)
+    trainer = Trainer(model, MODEL_B.live_dir, train, val, record, params.train.loader, params.seed)
     if p.phase1.cached_features:
-        data = cached_features(extractor, head, train, val, p.phase1.batch_size)
+        data = cached_features(
+            extractor, head, train, val, p.phase1.batch_size, params.train.loader
+        )
         trainer.phase(PHASE1, distribute.scaled(p.phase1, d), p.loss, model=head, data=data)
     else:
         trainer.phase(PHASE1, distribute.scaled(p.phase1, d), p.loss)

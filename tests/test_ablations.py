@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scripts.ablations import METRICS, _rows, merge
+from tests.conftest import ROOT
 
 
 def exp_data(params: dict, a: tuple[float, float], b: tuple[float, float]) -> dict:
@@ -60,3 +61,51 @@ def test_a_spread_shows_beside_its_mean():
     row = {"test_gender_accuracy": 0.941, "test_gender_accuracy_spread": 0.0025}
     assert _cell(row, "test_gender_accuracy", ".1%") == "94.1% ± 0.2%"
     assert _cell({"val_age_mae": 4.5}, "val_age_mae", ".2f") == "4.50"
+
+
+def test_screened_seeds_make_one_row_of_means_and_spreads(tmp_path, monkeypatch):
+    import json
+
+    import scripts.ablations as ablations
+
+    def screened(seed: int | None, acc: float, mae: float) -> dict:
+        seed_set = {} if seed is None else {"seed": seed}
+        scores = {"val_acc": acc, "val_mae": mae, "test_acc": acc - 0.01, "test_mae": mae + 0.1}
+        return {"name": f"A-{seed}", "stage": "train_a", "set": {"model_a.x": 1, **seed_set},
+                "where": "screen", "minutes": 10.0, "rc": 0, **scores}  # fmt: skip
+
+    rows = [screened(None, 0.90, 6.0), screened(1, 0.92, 5.0), {"rc": 1, "set": {"seed": 2}}]
+    screen = tmp_path / "screen.jsonl"
+    screen.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    monkeypatch.setattr(ablations, "FOLDER", tmp_path)
+    monkeypatch.chdir(ROOT)  # params.yaml gives the seed of a recipe that sets none
+    ablations.screened_seeds(screen, "progressive")
+    (row,) = map(json.loads, (tmp_path / "cpu_seeds.jsonl").read_text().splitlines())
+    assert row["set"] == {"model_a.x": 1, "seed": [1, 42]} and row["stage"] == "train_a"
+    assert row["val_gender_accuracy"] == 0.91 and row["val_gender_accuracy_spread"] == 0.01
+    assert row["test_age_mae"] == 5.6 and row["test_age_mae_spread"] == 0.5
+    assert row["minutes"] == 10.0 and row["where"] == "screen; mean ± half range of 2 seeds"
+
+
+def test_a_failed_experiment_is_no_row():
+    from scripts.ablations import _finished
+
+    ok = {"name": "ok", "error": None, "data": {}}
+    failed = {"name": "failed", "error": {"msg": "Experiment run failed"}, "data": {}}
+    commit = {"experiments": [{"revs": [ok]}, {"revs": [failed]}]}
+    assert _finished(commit) == [ok]
+    assert _finished({"experiments": None}) == []
+
+
+def test_a_change_both_models_read_names_both_rows():
+    defaults = {"data": {"train_all": False}, "model_a": {"dropout": 0.1}, "model_b": {}}
+    base = exp_data(defaults, (0.9, 6), (0.8, 7))
+    run = exp_data({**defaults, "data": {"train_all": True}}, (0.92, 5), (0.85, 6))
+    rows = _rows(run, base, "exp full-data")
+    assert [(r["stage"], r["set"]) for r in rows] == [
+        ("train_a", {"data.train_all": True}),
+        ("train_b", {"data.train_all": True}),
+    ]
+    # a key the older run lacks had today's default there: no change, and no row
+    newer = exp_data({**defaults, "train": {"loader": {"kind": "arrays"}}}, (0.9, 6), (0.8, 7))
+    assert _rows(newer, base, "commit y") == []

@@ -188,11 +188,18 @@ def _assert_learned(folder, split, model_path):
 
 
 @pytest.mark.slow
-def test_model_a_learns_on_synthetic_faces(prepared_synthetic, tmp_path, monkeypatch):
+@pytest.mark.parametrize("loader", ["arrays", "stream"])
+def test_model_a_learns_on_synthetic_faces(prepared_synthetic, tmp_path, monkeypatch, loader):
     from stages import train_a
 
     # 30 epochs of batch 16: enough steps for BatchNorm's moving statistics to settle
-    small_params(tmp_path, "model_a.fit.epochs=30", "model_a.fit.batch_size=16")
+    small_params(
+        tmp_path,
+        "model_a.fit.epochs=30",
+        "model_a.fit.batch_size=16",
+        f"train.loader.kind={loader}",
+        "train.loader.workers=2",
+    )
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "prepared").symlink_to(prepared_synthetic)
     monkeypatch.chdir(tmp_path)

@@ -40,6 +40,11 @@ def test_repo_params_load():
         ("model_a.l2=.nan", "model_a.l2: must be a finite number, got nan"),
         ("model_a.l2=1e999", "model_a.l2: must be a finite number"),
         (f"model_a.l2={10**400}", "model_a.l2: must be a finite number"),
+        ("model_a.progressive=[96, 64]", "model_a.progressive: must increase and stay below"),
+        ("model_a.progressive=[64, 128]", "below data.image_size (128), got [64, 128]"),
+        ("model_a.progressive=[32]", "model_a.progressive: sizes must be >= 64 for model_a"),
+        ("model_a.progressive=64", "model_a.progressive: must be a list"),
+        ("data.train_all=1", "data.train_all: must be true or false"),
     ],
 )
 def test_bad_value_names_the_key(tmp_path, override, message):
@@ -166,3 +171,13 @@ def test_params_that_cannot_be_distributed_stop(tmp_path, overrides, message):
     with pytest.raises(P.ParamsError) as error:
         write_params(tmp_path, [*SMALL, *overrides])
     assert message in str(error.value)
+
+
+def test_progressive_resizing_needs_avg_pooling_and_an_epoch_a_size(tmp_path):
+    flatten = ["model_a.progressive=[64, 96]", "model_a.pooling=flatten"]
+    with pytest.raises(P.ParamsError, match="model_a.progressive: needs model_a.pooling: avg"):
+        write_params(tmp_path, flatten)
+    few = ["model_a.progressive=[64, 96]", "model_a.fit.epochs=2"]
+    with pytest.raises(P.ParamsError, match="3 sizes need model_a.fit.epochs >= 3, got 2"):
+        write_params(tmp_path, few)
+    assert write_params(tmp_path, [flatten[0]]).model_a.progressive == [64, 96]

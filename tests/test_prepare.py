@@ -8,7 +8,7 @@ import pytest
 from agegender.data import load_split
 from agegender.errors import UserError
 from stages import prepare
-from tests.conftest import REAL_ARCHIVE, md5s, write_params
+from tests.conftest import REAL_ARCHIVE, SMALL, md5s, write_params
 from tests.synthetic import QUIRKS
 
 
@@ -59,20 +59,24 @@ def test_byte_identical_reruns_and_seed_changes_split(project):
     shutil.rmtree(out)
     prepare.main()
     assert md5s(out) == first
-    write_params(
-        project,
-        [
-            "data.raw=data/raw/synthetic.tar.gz",
-            "data.image_size=32",
-            "model_a.stem_stride=1",  # lets model A pool a 32 px image
-            "data.subset_size=300",
-            "data.val_size=100",
-            "data.test_size=100",
-            "seed=7",
-        ],
-    )
+    write_params(project, [*SMALL, "seed=7"])
     prepare.main()
     assert md5s(out)["val"] != first["val"]
+
+
+def test_train_all_adds_the_unused_faces_and_keeps_val_and_test(project):
+    prepare.main()
+    out = project / "data" / "prepared"
+    first = md5s(out)
+    before = pd.read_csv(out / "faces.csv", keep_default_na=False).set_index("name").split
+    write_params(project, [*SMALL, "data.train_all=true"])
+    prepare.main()
+    after = pd.read_csv(out / "faces.csv", keep_default_na=False).set_index("name").split
+    assert md5s(out)["val"] == first["val"] and md5s(out)["test"] == first["test"]
+    assert (after[before == "train"] == "train").all()
+    assert (after[before == "unused"] == "train").all() and (before == "unused").sum() > 0
+    assert "unused" not in set(after)
+    assert len(load_split("train", out)) == (before.isin(["train", "unused"])).sum()
 
 
 def test_folder_source_gives_the_same_split(project, tmp_path):

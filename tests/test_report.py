@@ -385,3 +385,28 @@ def test_a_third_model_in_the_registry_reaches_every_table(monkeypatch):
                                       "test_mae": 4.0}  # fmt: skip
     readme = readme_results.table(scores_, P.load(ROOT / "params.yaml"))
     assert "| Model C | test | 99.0% | 4.00 |" in readme
+
+
+def test_report_says_when_train_took_every_face_and_when_a_was_resized(tmp_path):
+    import dataclasses
+
+    from agegender.report.data_section import sampling_sentence
+    from agegender.report.document import Table
+    from agegender.report.setup import setup_a
+    from tests.test_models import small_params
+
+    params = small_params(tmp_path)
+    splits = {"train": {"n": 900}, "val": {"n": 100}, "test": {"n": 100}, "unused": {"n": 0}}
+    full = dataclasses.replace(params.data, train_all=True)
+    assert "the 700 usable faces left over join train (`data.train_all`)" in sampling_sentence(
+        splits, full, 0
+    )
+    assert "0 usable faces are left unused" in sampling_sentence(splits, params.data, 0)
+
+    def rows(model_a) -> dict:
+        table = next(b for b in setup_a(model_a, [], {}) if isinstance(b, Table))
+        return {row[0]: row[1] for row in table.rows}
+
+    resized = dataclasses.replace(params.model_a, progressive=[16, 24])
+    assert rows(resized)["progressive resizing"].startswith("16, 24 px, then full size")
+    assert "progressive resizing" not in rows(params.model_a)

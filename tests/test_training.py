@@ -18,7 +18,17 @@ from agegender.labels import MAX_AGE
 from agegender.model_a import build_model_a
 from agegender.model_b import adapt_batch_norm, backbone_of, build_model_b, unfreeze_top
 from agegender.params import ParamsError
-from agegender.training import Trainer, age_distribution, compile_model, distilled, dldl_loss
+from agegender.training import (
+    Batches,
+    Trainer,
+    age_distribution,
+    compile_model,
+    distilled,
+    dldl_loss,
+    resized,
+    size_schedule,
+)
+from tests.conftest import ROOT
 from tests.test_models import images, small_params
 
 
@@ -324,3 +334,110 @@ def test_a_training_stage_checks_it_can_write_before_it_trains(prepared_syntheti
     with pytest.raises(UserError, match="cannot write models: a file stands where a folder"):
         train_a.main()
     assert not (project / "reports" / "train_a").exists()
+
+
+def test_size_schedule_splits_the_epochs_and_ends_at_full_size():
+    assert size_schedule(36, [], 128) == [(128, 36)]
+    assert size_schedule(36, [64, 96], 128) == [(64, 12), (96, 12), (128, 12)]
+    assert size_schedule(7, [16, 24], 32) == [(16, 2), (24, 2), (32, 3)]
+
+
+def test_resized_keeps_uint8_and_smooths():
+    flat = np.full((3, 32, 32, 3), 200, np.uint8)
+    small = resized(flat, 16)
+    assert small.shape == (3, 16, 16, 3) and small.dtype == np.uint8
+    assert (small == 200).all()
+    stripes = np.zeros((1, 32, 32, 3), np.uint8)
+    stripes[:, :, ::2] = 255  # one-pixel stripes average to grey at half the size
+    inside = resized(stripes, 16)[:, 1:-1, 1:-1].astype(int)  # the edges see half a kernel
+    assert np.abs(inside - 128).max() <= 1
+    assert resized(flat, 32) is flat
+
+
+def test_progressive_resizing_trains_small_first_and_keeps_the_best_at_full_size(
+    prepared_synthetic, tmp_path, capsys
+):
+    params = small_params(tmp_path, "model_a.progressive=[16]", "model_a.fit.epochs=4")
+    train, val = load_split("train", prepared_synthetic), load_split("val", prepared_synthetic)
+    model = build_model_a(params.model_a, 32, 0)
+    assert model.input_shape == (None, None, None, 3)  # the training model takes any size
+    live = tmp_path / "live"
+    trainer = Trainer(model, str(live), train, val)
+    scored = []
+    keep = trainer.keep_if_best
+    trainer.keep_if_best = lambda loss: scored.append(loss) or keep(loss)  # type: ignore[method-assign]
+    trainer.phase("fit", params.model_a.fit, params.model_a.loss, sizes=[16])
+    out = capsys.readouterr().out
+    assert "fit: 2 epochs at 16 px" in out and "fit: 2 epochs at 32 px" in out
+    serving = build_model_a(params.model_a, 32, 0, serving=True)
+    assert serving.input_shape == (None, 32, 32, 3)
+    trainer.save(tmp_path / "model.keras", serving)
+    assert trainer.summary["epochs"] == 4
+    losses = (live / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()[1:]
+    val_loss = [float(line.split("\t")[-1]) for line in losses]
+    assert len(val_loss) == 4 and len(scored) == 2  # the best is chosen at full size only
+    assert trainer.best_loss == min(val_loss[2:]) == min(scored)
+
+
+def test_batches_are_seeded_per_epoch_and_cover_every_row_once():
+    x = np.arange(10 * 4 * 4 * 3, dtype=np.uint8).reshape(10, 4, 4, 3)
+    y = {"age": np.arange(10, dtype="float32")[:, None]}
+    batches = Batches(x, y, 4, seed=7)
+    assert len(batches) == 3
+    first = [batches[i][1]["age"][:, 0].tolist() for i in range(3)]
+    assert sorted(sum(first, [])) == list(range(10))  # every row once, the last batch short
+    assert first == [Batches(x, y, 4, seed=7)[i][1]["age"][:, 0].tolist() for i in range(3)]
+    batches.on_epoch_end()
+    assert [batches[i][1]["age"][:, 0].tolist() for i in range(3)] != first
+    assert batches.epoch == 1 and Batches(x, y, 4, seed=7, epoch=1)[0][1]["age"].tolist() == (
+        batches[0][1]["age"].tolist()
+    )  # a later fit goes on from its epoch, not from the first order again
+    row = int(batches[0][1]["age"][0, 0])
+    np.testing.assert_array_equal(batches[0][0][0], x[row])  # images stay with their labels
+    in_order = Batches(x, None, 4)
+    np.testing.assert_array_equal(in_order[2], x[8:])  # no seed: in order, images only
+    assert Batches(x, None, 4, size=2)[0].shape == (4, 2, 2, 3)
+
+
+STREAM_RUN = """
+import hashlib, sys
+import numpy as np
+from agegender import params as P
+from agegender.data import load_split
+from agegender.model_a import build_model_a
+from agegender.training import Trainer, setup
+params = P.load()
+setup(0, params.train)
+train, val = load_split("train", sys.argv[1]), load_split("val", sys.argv[1])
+model = build_model_a(params.model_a, 32, 0)
+trainer = Trainer(model, "live", train, val, None, params.train.loader, params.seed)
+trainer.phase("fit", params.model_a.fit, params.model_a.loss)
+print(hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.get_weights())).hexdigest())
+"""
+
+
+def test_streamed_batches_train_the_same_weights_with_one_or_two_workers(
+    prepared_synthetic, tmp_path
+):
+    digests = []
+    for workers in (1, 2):
+        folder = tmp_path / f"workers-{workers}"
+        folder.mkdir()
+        small_params(
+            folder,
+            "train.deterministic=true",
+            "train.loader.kind=stream",
+            f"train.loader.workers={workers}",
+            "model_a.fit.epochs=2",
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", STREAM_RUN, str(prepared_synthetic)],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        digests.append(result.stdout.strip().splitlines()[-1])
+    assert digests[0] == digests[1]

@@ -100,11 +100,17 @@ def sampling_sentence(splits: dict, data: Data, seed: int) -> str:
         else f"there is no test split (`data.test_size` = {data.test_size:,}), so the "
         f"comparison uses val"
     )
+    rest = (
+        f"the {splits['train']['n'] - (data.subset_size - data.val_size):,} usable faces left "
+        f"over join train (`data.train_all`)"
+        if data.train_all
+        else f"{splits.get('unused', {}).get('n', 0):,} usable faces are left unused"
+    )
     return (
         f"Train and val are a sample of `data.subset_size` = {data.subset_size:,} faces, "
         f"stratified by gender and age bucket (seed {seed}), {data.val_size:,} of them "
-        f"for validation; {test_note}; {splits.get('unused', {}).get('n', 0):,} usable "
-        f"faces are left unused. Images are resized to {data.image_size} x {data.image_size} px."
+        f"for validation; {test_note}; {rest}. Images are resized to {data.image_size} x "
+        f"{data.image_size} px."
     )
 
 

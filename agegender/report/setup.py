@@ -122,6 +122,17 @@ def setup_a(p: ModelA, common: list[list[str]], train: dict) -> list[Block]:
         ],
         ["regularisation", f"dropout {p.dropout:g}, L2 {p.l2:g}"],
         *common,
+        *(
+            [
+                [
+                    "progressive resizing",
+                    f"{', '.join(map(str, p.progressive))} px, then full size; "
+                    "the epochs split evenly, the best weights chosen at full size",
+                ]
+            ]
+            if p.progressive
+            else []
+        ),
         *[list(row) for row in fit_rows(p.fit)],
         ["epochs run", str(train.get("epochs", "–"))],
     ]
