@@ -223,6 +223,24 @@ class Batches(keras.utils.PyDataset):
         self.order = self._order()
 
 
+def inputs(
+    x: np.ndarray,
+    y: dict[str, np.ndarray] | None,
+    batch_size: int,
+    loader: Loader,
+    seed: int | None = None,
+    epoch: int = 0,
+    size: int | None = None,
+) -> dict:
+    """The keyword arguments x (and y, batch_size) of fit, evaluate or predict under
+    train.loader: the arrays as they are (resized first, for progressive resizing), or
+    Batches reading them; `seed` shuffles the batches (training only)."""
+    if loader.kind == "stream":
+        return {"x": Batches(x, y, batch_size, seed, epoch, size, loader.workers)}
+    x = resized(x, size) if size else x
+    return {"x": x, "batch_size": batch_size} | ({} if y is None else {"y": y})
+
+
 def compile_model(model: keras.Model, fit: Fit, loss: Loss, steps_per_epoch: int) -> None:
     rate: float | keras.optimizers.schedules.LearningRateSchedule = fit.learning_rate
     if fit.schedule == "cosine":
@@ -306,7 +324,7 @@ def cached_features(
     train: Split,
     val: Split,
     batch_size: int,
-    loader: Loader | None = None,
+    loader: Loader,
 ) -> tuple[tuple, tuple]:
     """((x, y), (val_x, val_y)) of backbone features: the faces and their mirror images.
 
@@ -315,16 +333,9 @@ def cached_features(
     (about 4 kB a face) stay in memory under either loader; the images need not.
     """
     print(f"phase1: backbone features of {len(train)} faces, mirrored too", flush=True)
-    if loader and loader.kind == "stream":  # the mirrored view of a memory map is no copy
 
-        def features(images: np.ndarray) -> np.ndarray:
-            batches = Batches(images, None, batch_size, workers=loader.workers)
-            return extractor.predict(batches, verbose=0)
-
-    else:
-
-        def features(images: np.ndarray) -> np.ndarray:
-            return extractor.predict(np.asarray(images), batch_size=batch_size, verbose=0)
+    def features(images: np.ndarray) -> np.ndarray:  # a mirrored memory map is no copy
+        return extractor.predict(**inputs(images, None, batch_size, loader), verbose=0)
 
     x = np.concatenate([features(train.images), features(train.images[:, :, ::-1])])
     y = {name: np.concatenate([v, v]) for name, v in targets(head, train).items()}
@@ -420,12 +431,14 @@ class Trainer:
             if sizes:
                 print(f"{name}: {size_epochs} epochs at {size} px", flush=True)
             log.keep_best = size == full
-            train_in, val_in = self._feed((x, y), val, batch_size, size if sizes else None)
+            at = size if sizes else None
+            train_in = inputs(x, y, batch_size, self.loader, self.seed, self.epoch, at)
+            val_in = inputs(*val, batch_size, self.loader, size=at)
             history = model.fit(
                 **train_in,
                 epochs=self.epoch + size_epochs,
                 initial_epoch=self.epoch,
-                validation_data=val_in,
+                validation_data=val_in["x"] if "y" not in val_in else (val_in["x"], val_in["y"]),
                 shuffle=True,
                 callbacks=callbacks,
                 verbose=1 if sys.stdout.isatty() else 2,
@@ -444,24 +457,9 @@ class Trainer:
             **self.evaluate(fit.batch_size),
         }
 
-    def _feed(self, train: tuple, val: tuple, batch_size: int, size: int | None):
-        """fit's training inputs (keyword arguments) and validation data, under the loader:
-        the arrays (resized first, for progressive resizing), or Batches reading them."""
-        if self.loader.kind == "stream":
-            stream = {"size": size, "workers": self.loader.workers}
-            batches = Batches(*train, batch_size, self.seed, self.epoch, **stream)
-            return {"x": batches}, Batches(*val, batch_size, **stream)
-        if size:
-            train, val = (resized(train[0], size), train[1]), (resized(val[0], size), val[1])
-        return {"x": train[0], "y": train[1], "batch_size": batch_size}, val
-
     def evaluate(self, batch_size: int) -> dict[str, float]:
         """Val metrics of the weights in the model now (the best so far, once restored)."""
-        y = targets(self.model, self.val)
-        if self.loader.kind == "stream":
-            data = {"x": Batches(self.val.images, y, batch_size, workers=self.loader.workers)}
-        else:
-            data = {"x": self.val.images, "y": y, "batch_size": batch_size}
+        data = inputs(self.val.images, targets(self.model, self.val), batch_size, self.loader)
         logs = self.model.evaluate(**data, verbose=0, return_dict=True)
         # val_loss, then val_gender_accuracy and val_age_mae (Keras logs the outputs'
         # metrics as gender_accuracy and age_mae: metric_table's keys), as the report reads them

@@ -160,13 +160,13 @@ def _rows(data: dict, base: dict, name: str) -> list[dict]:
     metrics, base_metrics = _metrics(data), _metrics(base)
     if not metrics:
         return []
-    rows = []
+    rows, defaults = [], _defaults()
     for stage, model in MODEL_OF_STAGE.items():
         others = tuple(f"{m}." for m in SHORT if m != model)  # the other model's section
         changed = {
             k: v
             for k, v in params.items()
-            if not k.startswith(others) and before.get(k, _defaults().get(k)) != v
+            if not k.startswith(others) and before.get(k, defaults.get(k)) != v
         }
         scores = metrics[model]
         if not changed and scores == base_metrics.get(model):
