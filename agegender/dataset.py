@@ -1,45 +1,62 @@
-"""From the raw UTKFace files to a table of faces: decoded, checked, deduplicated, split.
+"""From the raw UTKFace files to a table of faces: checked, deduplicated, split.
 
-The `prepare` stage calls these in order; every step is deterministic for a given seed.
+The `prepare` stage calls these in order on its table of files (table.py); every step is
+deterministic for a given seed, and none holds more than a few rows per file in memory.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
-import pandas as pd
 
 from agegender import params as P
 from agegender.errors import UserError
 from agegender.labels import AGE_BUCKETS, RACES, UNKNOWN_RACE, age_bucket
 from agegender.layout import SPLIT_NAMES
+from agegender.table import FileTable
 
 STATUSES = ("ok", "malformed", "duplicate", "conflict", "unreadable")
 
 
-def assign_status(faces: pd.DataFrame, readable: np.ndarray) -> None:
-    """Fill faces.status/reason: ok, malformed, unreadable, duplicate or conflict."""
-    faces["status"] = np.where(~faces.usable, "malformed", np.where(readable, "ok", "unreadable"))
-    faces["reason"] = faces.problem
-    unreadable = faces.status == "unreadable"
-    faces.loc[unreadable, "reason"] = faces.read_problem[unreadable].replace(
-        "", "cannot be decoded as an image"
+def assign_status(table: FileTable) -> None:
+    """Fill status/reason: ok, malformed, unreadable, duplicate or conflict.
+
+    Copies of one image (same sha256) with the same labels keep the first by name and mark
+    the rest duplicate; copies whose labels differ are all conflict, since no one can say
+    which label is right.
+    """
+    table.db.execute(
+        """UPDATE faces SET
+            status = CASE WHEN NOT usable THEN 'malformed'
+                          WHEN readable THEN 'ok' ELSE 'unreadable' END,
+            reason = CASE WHEN usable AND NOT readable AND read_problem = ''
+                              THEN 'cannot be decoded as an image'
+                          WHEN usable AND NOT readable THEN read_problem
+                          ELSE problem END"""
     )
-    candidates = faces[faces.status == "ok"]
-    for _, group in candidates.groupby("sha256", sort=False):
-        if len(group) == 1:
-            continue
-        labels = set(zip(group.age, group.gender, group.race, strict=True))
-        others = ", ".join(group.name)
-        if len(labels) == 1:
-            faces.loc[group.index[1:], ["status", "reason"]] = [
-                "duplicate",
-                f"same image as {group.name.iloc[0]}",
-            ]
+    table.db.execute("CREATE TEMP TABLE marks (pos INTEGER PRIMARY KEY, status TEXT, reason TEXT)")
+    copies = table.rows(
+        """SELECT sha256, pos, name, age, gender, race FROM faces WHERE status = 'ok' AND
+           sha256 IN (SELECT sha256 FROM faces WHERE status = 'ok'
+                      GROUP BY sha256 HAVING count(*) > 1)
+           ORDER BY sha256, pos"""
+    )
+    for _, group in itertools.groupby(copies, key=lambda row: row[0]):
+        rows = list(group)
+        names = [row[2] for row in rows]
+        if len({row[3:] for row in rows}) == 1:
+            marks = [(row[1], "duplicate", f"same image as {names[0]}") for row in rows[1:]]
         else:
-            faces.loc[group.index, ["status", "reason"]] = [
-                "conflict",
-                f"same image, different labels: {others}",
-            ]
+            reason = f"same image, different labels: {', '.join(names)}"
+            marks = [(row[1], "conflict", reason) for row in rows]
+        table.db.executemany("INSERT INTO marks VALUES (?, ?, ?)", marks)
+    table.db.execute(
+        "UPDATE faces SET status = marks.status, reason = marks.reason "
+        "FROM marks WHERE faces.pos = marks.pos"
+    )
+    table.db.execute("DROP TABLE marks")
+    table.db.commit()
 
 
 def stratified_take(
@@ -61,18 +78,30 @@ def stratified_take(
     return chosen, np.setdiff1d(idx, chosen)
 
 
-def split(faces: pd.DataFrame, data: P.Data, seed: int) -> pd.Series:
-    """Seeded subset -> train/val, and a test split from the usable faces left over.
+def _usable(table: FileTable) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, strata) of the usable faces: three small integers a face, all the memory
+    the split needs."""
+    n = table.value("SELECT count(*) FROM faces WHERE status = 'ok'")
+    rows = table.rows("SELECT pos, gender, age FROM faces WHERE status = 'ok' ORDER BY pos")
+    pos, gender, age = np.fromiter(rows, np.dtype("i8, i8, i8"), n).view((np.int64, 3)).T
+    return pos, gender * len(AGE_BUCKETS) + age_bucket(age)
+
+
+def split(table: FileTable, data: P.Data, seed: int) -> None:
+    """Seeded subset -> train/val, and a test split from the usable faces left over; fills
+    each face's split ('unused' for a usable face drawn into none) and its row in that
+    split's arrays.
 
     data.train_all then adds the faces still unused to train: val and test are the same
     faces as without it, so the two runs' scores compare face for face.
     """
-    usable = faces.index[faces.status == "ok"].to_numpy()
+    usable, strata = _usable(table)
     if len(usable) == 0:
-        counts = faces.status.value_counts()
+        counts = dict(table.rows("SELECT status, count(*) FROM faces GROUP BY status"))
         by_status = ", ".join(f"{s} {counts[s]}" for s in STATUSES if counts.get(s, 0))
+        files = sum(counts.values())
         raise UserError(
-            f"{data.raw}: holds no usable face ({len(faces)} files: {by_status}); see the "
+            f"{data.raw}: holds no usable face ({files} files: {by_status}); see the "
             f"README's Data section for the names and formats prepare reads"
         )
     if len(usable) < data.subset_size:
@@ -80,44 +109,59 @@ def split(faces: pd.DataFrame, data: P.Data, seed: int) -> pd.Series:
             f"params.yaml: data.subset_size is {data.subset_size} but {data.raw} has only "
             f"{len(usable)} usable faces; lower data.subset_size"
         )
-    strata = (
-        faces.gender * len(AGE_BUCKETS) + age_bucket(faces.age.fillna(0).astype(int))
-    ).to_numpy()
     rng = np.random.default_rng(seed)
-    subset, rest = stratified_take(usable, strata[usable], data.subset_size, rng)
+    in_usable = np.arange(len(usable))  # draw among indices into `usable`, then map back
+    subset, rest = stratified_take(in_usable, strata, data.subset_size, rng)
     val, train = stratified_take(subset, strata[subset], data.val_size, rng)
     test, unused = stratified_take(rest, strata[rest], min(data.test_size, len(rest)), rng)
     if data.train_all:  # drawn after val and test, so both stay the faces of the default split
         train = np.union1d(train, unused)
-    out = pd.Series("", index=faces.index, dtype=object)
-    out[faces.status == "ok"] = "unused"
+    table.db.execute("UPDATE faces SET split = 'unused' WHERE status = 'ok'")
     for name, rows in (("train", train), ("val", val), ("test", test)):
-        out[rows] = name
-    return out
+        places = ((name, row, int(usable[i])) for row, i in enumerate(rows))
+        table.db.executemany("UPDATE faces SET split = ?, row = ? WHERE pos = ?", places)
+    table.db.commit()
 
 
-def summarize(faces: pd.DataFrame, source: str) -> dict:
-    def describe(rows: pd.DataFrame) -> dict:
-        buckets = np.bincount(age_bucket(rows.age.astype(int)), minlength=len(AGE_BUCKETS))
-        races = rows.race.map(lambda r: "Unknown" if r == UNKNOWN_RACE else RACES[r])
+def summarize(table: FileTable, source: str) -> dict:
+    def describe(split: str) -> dict:
+        n, females, ages = table.db.execute(
+            "SELECT count(*), total(gender), total(age) FROM faces WHERE split = ?", (split,)
+        ).fetchone()
+        buckets = np.zeros(len(AGE_BUCKETS), int)
+        for age, count in table.rows(
+            "SELECT age, count(*) FROM faces WHERE split = ? GROUP BY age", split
+        ):
+            buckets[age_bucket(age)] += count
+        races = {}
+        for race, count in table.rows(
+            "SELECT race, count(*) FROM faces WHERE split = ? GROUP BY race", split
+        ):
+            races["Unknown" if race == UNKNOWN_RACE else RACES[race]] = count
         return {
-            "n": len(rows),
-            "female_fraction": round(float(rows.gender.mean()), 4) if len(rows) else 0.0,
-            "age_mean": round(float(rows.age.mean()), 2) if len(rows) else 0.0,
+            "n": n,
+            "female_fraction": round(females / n, 4) if n else 0.0,
+            "age_mean": round(ages / n, 2) if n else 0.0,
             "age_histogram": dict(zip(AGE_BUCKETS, buckets.tolist(), strict=True)),
-            "race": {r: int(c) for r, c in races.value_counts().sort_index().items()},
+            "race": dict(sorted(races.items())),
         }
 
-    status = faces.status.value_counts()
-    odd = faces[faces.problem != ""]
+    status = dict(table.rows("SELECT status, count(*) FROM faces GROUP BY status"))
+    odd = list(
+        table.rows("SELECT name, problem, usable FROM faces WHERE problem != '' ORDER BY pos")
+    )
+
+    def groups(status: str) -> int:
+        return table.value("SELECT count(DISTINCT sha256) FROM faces WHERE status = ?", status)
+
     return {
         "source": source,
-        "files": len(faces),
+        "files": table.value("SELECT count(*) FROM faces"),
         "status": {s: int(status.get(s, 0)) for s in STATUSES},
         "malformed_names": len(odd),
-        "malformed_names_recovered": int(odd.usable.sum()),
-        "malformed_name_files": dict(zip(odd.name, odd.problem, strict=True)),
-        "conflict_groups": int(faces[faces.status == "conflict"].sha256.nunique()),
-        "duplicate_groups": int(faces[faces.status == "duplicate"].sha256.nunique()),
-        "splits": {s: describe(faces[faces.split == s]) for s in SPLIT_NAMES},
+        "malformed_names_recovered": sum(usable for _, _, usable in odd),
+        "malformed_name_files": {name: problem for name, problem, _ in odd},
+        "conflict_groups": groups("conflict"),
+        "duplicate_groups": groups("duplicate"),
+        "splits": {s: describe(s) for s in SPLIT_NAMES},
     }

@@ -102,69 +102,72 @@ def _pool(workers: int | None) -> ProcessPoolExecutor:
     return worker_pool(workers or os.cpu_count() or 1)
 
 
-def scan(source: Path, size: int) -> tuple[list[str], list[str], list[str], list[bool]]:
-    """(names, sha256s, problems, decodes) of every file, in the source's order."""
-    names, hashes, problems, readable = [], [], [], []
+def scan(source: Path, size: int, add: Callable[[list[tuple[str, str, str, bool]]], None]) -> int:
+    """Hash every file and check that it decodes; `add` gets (name, sha256, problem, decodes)
+    of each, in the source's order, a chunk at a time. Returns the number of files."""
     members = read_source(source)
     first = next(members, None)  # a missing or broken source stops here, before any bar
     if first is None:
-        return names, hashes, problems, readable
+        return 0
+    pending: deque[list[tuple[str, str, str]]] = deque()  # the files of the chunks out
 
     def tasks() -> Iterator[tuple[list[bytes], int]]:
         stream = itertools.chain([first], members)
         for chunk in chunks(stream, lambda m: len(m.data), CHUNK, CHUNK_BYTES):
-            for member in chunk:
-                names.append(member.name)
-                hashes.append(sha256(member))
-                problems.append(member.problem)
+            pending.append([(m.name, sha256(m), m.problem) for m in chunk])
             yield [m.data for m in chunk], size
 
+    files = 0
     bar = tqdm(desc="prepare: reading", unit=" files", mininterval=2)
     pool = _pool(None)
     try:
         for ok in in_order(pool, _scan_chunk, tasks()):
-            readable += ok
+            add([(*file, good) for file, good in zip(pending.popleft(), ok, strict=True)])
+            files += len(ok)
             bar.update(len(ok))
     finally:
         bar.close()  # on Ctrl-C, drop the queued chunks instead of decoding them all first
         pool.shutdown(cancel_futures=True)
-    return names, hashes, problems, readable
+    return files
 
 
-def fill(source: Path, size: int, places: dict[tuple[str, str], tuple[Any, int]]) -> None:
-    """Decode each kept file, found by (name, sha256), into its row of its array (anything
-    that takes `array[row] = pixels`).
-
-    A second identical copy of a kept file (same name and content) is skipped.
+def fill(
+    source: Path, size: int, place: Callable[[str, str], tuple[Any, int] | None], kept: int
+) -> None:
+    """Decode each kept file into its row of its array (anything that takes
+    `array[row] = pixels`): `place(name, sha256)` says where, or None for a file not kept,
+    and for a second identical copy (same name and content) of one already placed.
     """
-    todo = dict(places)
 
-    def wanted() -> Iterator[tuple[tuple[str, str], bytes]]:
+    def wanted() -> Iterator[tuple[tuple[Any, int], bytes]]:
         for member in read_source(source):
-            key = (member.name, sha256(member))
-            if todo.pop(key, None) is not None:
-                yield key, member.data
+            spot = place(member.name, sha256(member))
+            if spot is not None:
+                yield spot, member.data
 
     per_chunk = max(1, min(CHUNK, CHUNK_BYTES // (size * size * 3)))  # pixels come back too
     batches = chunks(wanted(), lambda item: len(item[1]), per_chunk, CHUNK_BYTES)
-    keys: deque[list[tuple[str, str]]] = deque()
+    spots: deque[list[tuple[Any, int]]] = deque()
 
     def tasks() -> Iterator[tuple[list[bytes], int]]:
         for batch in batches:
-            keys.append([key for key, _ in batch])
+            spots.append([spot for spot, _ in batch])
             yield [data for _, data in batch], size
 
-    bar = tqdm(total=len(places), desc="prepare: decoding", unit=" faces", mininterval=2)
+    done = 0
+    bar = tqdm(total=kept, desc="prepare: decoding", unit=" faces", mininterval=2)
     pool = _pool(None)
     try:
         for pixels in in_order(pool, _decode_chunk, tasks()):
-            for key, image in zip(keys.popleft(), pixels, strict=True):
-                array, row = places[key]
+            for (array, row), image in zip(spots.popleft(), pixels, strict=True):
                 array[row] = image
+            done += len(pixels)
             bar.update(len(pixels))
     finally:
         bar.close()
         pool.shutdown(cancel_futures=True)
-    if todo:
-        name = next(iter(todo))[0]
-        raise UserError(f"{source}: changed while prepare read it ({name} is gone); rerun")
+    if done < kept:
+        raise UserError(
+            f"{source}: changed while prepare read it ({kept - done} of the faces it chose are "
+            f"gone); rerun"
+        )

@@ -18,6 +18,9 @@ SUMMARY = PREPARED / "summary.json"
 FACES_CSV = PREPARED / "faces.csv"
 
 TEACHER = Path("data/teacher")  # stage teach: model B's age.npy and gender.npy on train
+# train_b under train.loader stream: phase 1's backbone features, memory-mapped; a scratch
+# folder beside this name (.features.<pid>.*), removed when the stage ends
+FEATURES = Path("data/features")
 
 METRICS = Path("reports/metrics.json")  # stage evaluate: the few numbers runs are compared by
 EVAL = Path("reports/eval")

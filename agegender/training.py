@@ -25,9 +25,11 @@ from agegender.errors import UserError
 from agegender.files import StagedFolder, atomic_path
 from agegender.heads import copy_weights
 from agegender.labels import MAX_AGE
-from agegender.layout import PHASE2, TEACHER
+from agegender.layout import FEATURES, PHASE2, TEACHER
 from agegender.metric_table import COMPARED
 from agegender.params import Fit, Loader, Loss, Train
+
+FEATURE_BLOCK = 2048  # faces per feature pass written at a time (train.loader stream)
 
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
@@ -329,17 +331,36 @@ def cached_features(
     """((x, y), (val_x, val_y)) of backbone features: the faces and their mirror images.
 
     The frozen backbone gives the same features every epoch, so phase 1 computes them once
-    (one forward pass, no backward) and then trains the heads in seconds. The features
-    (about 4 kB a face) stay in memory under either loader; the images need not.
+    (one forward pass, no backward) and then trains the heads in seconds. The features are
+    about 4 kB a face: in memory with the arrays loader, in memory-mapped files with stream
+    (written a block at a time into a scratch folder removed at exit), so that neither the
+    images nor their features need fit in memory.
     """
     print(f"phase1: backbone features of {len(train)} faces, mirrored too", flush=True)
+    folder = StagedFolder(FEATURES).tmp if loader.kind == "stream" else None
 
-    def features(images: np.ndarray) -> np.ndarray:  # a mirrored memory map is no copy
-        return extractor.predict(**inputs(images, None, batch_size, loader), verbose=0)
+    def features(name: str, *parts: np.ndarray) -> np.ndarray:
+        """The features of each part's faces, one part after the other."""
+        if folder is None:
+            return np.concatenate(
+                [extractor.predict(**inputs(p, None, batch_size, loader), verbose=0) for p in parts]
+            )
+        shape = (sum(len(p) for p in parts), extractor.output_shape[-1])
+        out = np.lib.format.open_memmap(folder / f"{name}.npy", "w+", np.float32, shape)
+        row = 0
+        for part in parts:
+            for start in range(0, len(part), FEATURE_BLOCK):
+                block = inputs(part[start : start + FEATURE_BLOCK], None, batch_size, loader)
+                values = extractor.predict(**block, verbose=0)
+                out[row : row + len(values)] = values
+                row += len(values)
+        out.flush()
+        return out
 
-    x = np.concatenate([features(train.images), features(train.images[:, :, ::-1])])
+    # a mirrored memory map is a view, no copy
+    x = features("train", train.images, train.images[:, :, ::-1])
     y = {name: np.concatenate([v, v]) for name, v in targets(head, train).items()}
-    return (x, y), (features(val.images), targets(head, val))
+    return (x, y), (features("val", val.images), targets(head, val))
 
 
 class Trainer:

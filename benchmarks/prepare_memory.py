@@ -9,7 +9,8 @@ copy is a distinct face file to prepare's deduplication yet decodes like the ori
 Each run is `python -m stages.prepare` in a scratch folder at the params of params.yaml;
 memory is the proportional set size (PSS) of the whole process tree (the stage and its
 decoding workers), sampled every 0.1 s. Target: the peak stays flat as the archive grows
-(prepare holds names and hashes in memory, never the pixels of more than a bounded chunk).
+(prepare keeps its table of names, hashes and labels on disk, table.py, and never the
+pixels of more than a few bounded chunks).
 """
 
 from __future__ import annotations

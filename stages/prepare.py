@@ -2,7 +2,8 @@
 
 Writes data/prepared/{train,val,test}/ (uint8 images, labels and file names, one .npy per
 array), faces.csv (every input file with its status and split) and summary.json. Same input
-and params give byte-identical outputs.
+and params give byte-identical outputs. The table of files lives on disk (table.py), so
+memory stays flat however large the archive.
 """
 
 from __future__ import annotations
@@ -10,16 +11,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from agegender import params as P
 from agegender.dataset import assign_status, split, summarize
 from agegender.decoding import fill, scan
 from agegender.errors import UserError, run
-from agegender.labels import parse_name
 from agegender.layout import SPLITS
-from agegender.store import write_prepared
+from agegender.store import staging, write_prepared
+from agegender.table import FileTable
+
+TABLE = "files.sqlite"  # in the staging folder: gone with it
 
 
 def main() -> None:
@@ -27,28 +27,24 @@ def main() -> None:
     data = params.data
     source, side = Path(data.raw), data.image_size
     start = time.monotonic()
-    names, hashes, problems, readable = scan(source, side)  # keeps no pixels
-    if not names:
-        raise UserError(f"{data.raw}: holds no files; point data.raw at the UTKFace download")
-    print(f"prepare: read and checked {len(names)} files in {time.monotonic() - start:.1f}s")
-    order = sorted(range(len(names)), key=lambda i: (names[i], hashes[i]))  # archive order free
-    labels = [parse_name(names[i]) for i in order]
-    faces = pd.DataFrame(
-        {
-            "name": [names[i] for i in order],
-            "sha256": [hashes[i] for i in order],
-            "age": pd.array([lab.age for lab in labels], dtype="Int64"),
-            "gender": pd.array([lab.gender for lab in labels], dtype="Int64"),
-            "race": [lab.race for lab in labels],
-            "usable": [lab.usable for lab in labels],
-            "problem": [lab.problem for lab in labels],
-            "read_problem": [problems[i] for i in order],
-        }
-    )
-    assign_status(faces, np.array([readable[i] for i in order], dtype=bool))
-    faces["split"] = split(faces, data, params.seed)
-    summary = summarize(faces, data.raw)
-    write_prepared(faces, summary, side, lambda places: fill(source, side, places))
+    with staging() as folder:
+        table = FileTable(folder / TABLE)
+        try:
+            files = scan(source, side, table.add)  # keeps no pixels
+            if not files:
+                raise UserError(
+                    f"{data.raw}: holds no files; point data.raw at the UTKFace download"
+                )
+            print(f"prepare: read and checked {files} files in {time.monotonic() - start:.1f}s")
+            table.sort()
+            assign_status(table)
+            split(table, data, params.seed)
+            summary = summarize(table, data.raw)
+            write_prepared(
+                folder, table, summary, side, lambda place, kept: fill(source, side, place, kept)
+            )
+        finally:
+            table.close()
 
     counts = ", ".join(f"{k} {v}" for k, v in summary["status"].items())
     sizes = ", ".join(f"{s} {summary['splits'][s]['n']}" for s in SPLITS)

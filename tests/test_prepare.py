@@ -7,6 +7,7 @@ import pytest
 
 from agegender.data import load_split
 from agegender.errors import UserError
+from agegender.table import FileTable
 from stages import prepare
 from tests.conftest import REAL_ARCHIVE, SMALL, md5s, write_params
 from tests.synthetic import QUIRKS
@@ -29,6 +30,24 @@ def test_statuses_and_splits(project):
     # The odd formats were converted, not rejected.
     for name in ("40_0_1_20170101000000096.jpg.chip.jpg", "42_0_3_20170101000000094.jpg.chip.jpg"):
         assert faces.set_index("name").loc[name, "status"] == "ok"
+    # The table of files lived in the staging folder, gone with it.
+    assert sorted(p.name for p in (project / "data").iterdir()) == ["prepared", "raw"]
+
+
+def test_the_table_orders_files_as_python_sorts_them(tmp_path):
+    """A face's place (and so the split) must not depend on the archive's order; SQLite
+    compares UTF-8 bytes, which must order names as Python's str does, any script or plane."""
+    rng = np.random.default_rng(0)
+    alphabet = ["a", "Z", "_", "0", "é", "ß", "Ω", "中", "\ue000", "\ufffd", "😀", "𝔸", "\x7f"]
+    names = ["".join(rng.choice(alphabet, rng.integers(1, 6))) for _ in range(400)]
+    files = [(name, f"{rng.integers(3):064x}", "", True) for name in names]
+    files += files[:20]  # identical copies: ties keep the archive's order
+    table = FileTable(tmp_path / "files.sqlite")
+    table.add(files)
+    table.sort()
+    got = list(table.rows("SELECT name, sha256 FROM faces ORDER BY pos"))
+    assert got == sorted((name, sha) for name, sha, _, _ in files)
+    table.close()
 
 
 def test_no_image_content_in_two_splits(project):

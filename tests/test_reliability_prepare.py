@@ -1,9 +1,11 @@
 """Issue 14, prepare side: bad input and interruptions end in one clear line, or are handled,
 and never leave wrong or half-written outputs behind."""
 
+import csv
 import io
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -20,6 +22,7 @@ from agegender import params as P
 from agegender.archive import read_source
 from agegender.errors import UserError
 from agegender.files import atomic_path, clean_stale_temps, write_text
+from agegender.table import FileTable
 from stages import prepare
 from tests.conftest import ROOT, SMALL, md5s, write_params
 from tests.synthetic import draw_face, faces, jpeg
@@ -238,6 +241,34 @@ def test_oversized_and_odd_members_end_up_in_faces_csv(project, monkeypatch):
     big = rows.loc["60_0_0_20170101000000000.jpg.chip.jpg"]
     assert big.status == "unreadable" and "over the 1 MB limit" in big.reason and not big.sha256
     assert "cannot be decoded" in rows.loc["35_0_0_20170101000000097.jpg.chip.jpg", "reason"]
+
+
+def test_faces_csv_is_written_as_pandas_writes_it(project):
+    """prepare streams faces.csv row by row; readers get what pandas' to_csv would give,
+    quotes, commas, line breaks and missing labels included."""
+    odd = ["30_1_0_2017010100000001,a.jpg", '31_0_1_20170101000000002".jpg', "32_1_2_2017é.jpg"]
+    odd += ["33_0_0_2017\n.jpg", "nolabel.jpg"]
+    _tar(project / "data" / "raw" / "odd.tar", [*faces(420), *((n, FACE) for n in odd)])
+    write_params(project, [*SMALL, "data.raw=data/raw/odd.tar"])
+    prepare.main()
+    written = (project / "data/prepared/faces.csv").read_text()
+    header, *rows = csv.reader(io.StringIO(written))
+    table = pd.DataFrame(rows, columns=header)
+    for column in ("age", "gender"):
+        table[column] = pd.array([int(v) if v else None for v in table[column]], dtype="Int64")
+    table["race"] = table.race.astype(int)
+    assert set(odd) <= set(table.name) and table.set_index("name").age.isna()["nolabel.jpg"]
+    assert table.to_csv(index=False, lineterminator="\n") == written
+
+
+def test_a_full_disk_while_building_the_table_is_one_line(project, monkeypatch):
+    def full(self, files):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(FileTable, "add", full)
+    with pytest.raises(UserError, match=r"^cannot write data/prepared: no space left on the"):
+        prepare.main()
+    assert sorted(p.name for p in (project / "data").iterdir()) == ["prepared", "raw"]
 
 
 def test_prepare_errors_are_one_line(project):

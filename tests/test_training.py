@@ -5,11 +5,13 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
+from agegender import training
 from agegender.augment import RandomAffine
 from agegender.data import Split, load_split
 from agegender.errors import UserError
@@ -17,11 +19,12 @@ from agegender.heads import copy_weights
 from agegender.labels import MAX_AGE
 from agegender.model_a import build_model_a
 from agegender.model_b import adapt_batch_norm, backbone_of, build_model_b, unfreeze_top
-from agegender.params import ParamsError
+from agegender.params import Loader, ParamsError
 from agegender.training import (
     Batches,
     Trainer,
     age_distribution,
+    cached_features,
     compile_model,
     distilled,
     dldl_loss,
@@ -441,3 +444,31 @@ def test_streamed_batches_train_the_same_weights_with_one_or_two_workers(
         assert result.returncode == 0, result.stderr[-2000:]
         digests.append(result.stdout.strip().splitlines()[-1])
     assert digests[0] == digests[1]
+
+
+def test_streamed_features_are_memory_mapped_and_equal_the_in_memory_ones(
+    prepared_synthetic, tmp_path, monkeypatch
+):
+    """train.loader stream: phase 1's features go to files beside data/features, a block at a
+    time, and hold the same numbers as the arrays loader's (mirrored faces after the rest)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(training, "FEATURE_BLOCK", 48)  # several blocks, the last one short
+    train, val = load_split("train", prepared_synthetic), load_split("val", prepared_synthetic)
+    pixels = keras.Input((32, 32, 3))
+    extractor = keras.Model(pixels, keras.layers.GlobalAveragePooling2D()(pixels))
+    features = keras.Input((3,))
+    head = keras.Model(features, {"gender": keras.layers.Dense(1)(features)})
+    got = {}
+    for kind in ("arrays", "stream"):
+        loader = Loader(kind=kind, workers=1)
+        got[kind] = cached_features(extractor, head, train, val, 32, loader)
+    (x, y), (val_x, _) = got["stream"]
+    assert isinstance(x, np.memmap) and isinstance(val_x, np.memmap)
+    assert Path(x.filename).parent.name.startswith(".features.")
+    assert Path(x.filename).parent.parent == tmp_path / "data"
+    assert x.shape == (2 * len(train), 3) and len(y["gender"]) == 2 * len(train)
+    (x_in_memory, _), (val_in_memory, _) = got["arrays"]
+    np.testing.assert_allclose(x, x_in_memory, rtol=1e-6)
+    np.testing.assert_allclose(val_x, val_in_memory, rtol=1e-6)
+    mirrored = train.images[0, :, ::-1].mean(axis=(0, 1))
+    np.testing.assert_allclose(x[len(train)], mirrored, rtol=1e-5)
