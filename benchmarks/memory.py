@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from scratch import checkout_env  # benchmarks/scratch.py
 
 
 def tree_memory(pid: int) -> dict[str, int]:
@@ -35,9 +34,8 @@ def peak_memory(command: list[str], cwd: Path) -> tuple[float, dict[str, int], i
     """(seconds, peak bytes of each of tree_memory's measures, sampled every 0.1 s, exit
     code) of `command` run in `cwd` with this checkout's code on the path (stages/ from a
     scratch folder)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, cwd=cwd, env=checkout_env(), stdout=subprocess.DEVNULL)
     peak = {"pss": 0, "anonymous": 0}
 
     def sample() -> None:

@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-from memory import ROOT, peak_memory  # benchmarks/memory.py
+from memory import peak_memory  # benchmarks/memory.py
+from scratch import write_params
 
 from agegender import params as P
 from agegender.archive import read_source
@@ -37,9 +37,7 @@ from agegender.layout import SUMMARY
 def run_prepare(archive: Path) -> tuple[float, int, int]:
     """(seconds, peak bytes of the process tree, files) of prepare on `archive`."""
     with tempfile.TemporaryDirectory() as tmp:
-        raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-        raw["data"]["raw"] = str(archive.resolve())
-        (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        write_params(Path(tmp), {"data.raw": str(archive.resolve())})
         seconds, peak, rc = peak_memory([sys.executable, "-m", "stages.prepare"], Path(tmp))
         if rc:
             raise SystemExit(f"prepare failed on {archive} (exit {rc})")

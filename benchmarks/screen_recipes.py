@@ -26,11 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
+from scratch import ROOT, checkout_env, write_params  # benchmarks/scratch.py
 
 from agegender.layout import TRAINED
-from agegender.typed_yaml import set_dotted
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def score(folder: Path, stage: str) -> dict[str, float]:
@@ -73,13 +71,7 @@ def screen(
         (folder / "data" / "raw").symlink_to(ROOT / "data" / "raw")
     else:
         (folder / "data" / "prepared").symlink_to(ROOT / "data" / "prepared")
-    raw = json.loads(json.dumps(base))
-    raw["train"]["deterministic"] = False
-    for key, value in recipe["set"].items():
-        set_dotted(raw, f"{key}={json.dumps(value)}")
-    (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # stages/ from a scratch folder
+    write_params(folder, {"train.deterministic": False, **recipe["set"]}, base)
     start = time.time()
     stages = ["prepare", recipe["stage"]] if own_split else [recipe["stage"]]
     with open(folder / "train.log", "w") as log:
@@ -87,7 +79,7 @@ def screen(
             rc = subprocess.call(
                 [sys.executable, "-m", f"stages.{stage}"],
                 cwd=folder,
-                env=env,
+                env=checkout_env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
