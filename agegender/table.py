@@ -3,7 +3,7 @@ labels, status and split.
 
 An SQLite file in prepare's staging folder rather than a DataFrame in memory: in Python each
 file's name, hash and labels took about 0.8 kB, so an archive of 500,000 faces would need
-gigabytes before a pixel is decoded. SQLite keeps a small page cache and sorts on disk, so
+gigabytes before a pixel is decoded. SQLite keeps a small page cache (2 MB) and sorts on disk, so
 prepare's memory stays flat however many files come (benchmarks/prepare_memory.py).
 dataset.py states the rules (statuses, split, summary) as queries on this table.
 """
@@ -16,8 +16,6 @@ from pathlib import Path
 
 from agegender.errors import UserError
 from agegender.labels import parse_name
-
-CACHE_KB = 8 << 10  # SQLite's page cache; beyond it, pages and sorts go to the file
 
 SCHEMA = """
 CREATE TABLE scanned (                -- the source's files, in the source's order (rowid)
@@ -42,7 +40,6 @@ class FileTable:
         self.db = sqlite3.connect(path)
         for pragma in ("journal_mode = OFF", "synchronous = OFF", "temp_store = FILE"):
             self.db.execute(f"PRAGMA {pragma}")  # a scratch file: no journal, no fsync
-        self.db.execute(f"PRAGMA cache_size = -{CACHE_KB}")
         self.db.executescript(SCHEMA)
 
     def add(self, files: Iterable[tuple[str, str, str, bool]]) -> None:
