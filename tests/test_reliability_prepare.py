@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agegender import archive, files, store
+from agegender import archive, decoding, files, store
 from agegender import params as P
 from agegender.archive import read_source
 from agegender.errors import UserError
@@ -269,6 +269,25 @@ def test_a_full_disk_while_building_the_table_is_one_line(project, monkeypatch):
     with pytest.raises(UserError, match=r"^cannot write data/prepared: no space left on the"):
         prepare.main()
     assert sorted(p.name for p in (project / "data").iterdir()) == ["prepared", "raw"]
+
+
+def test_an_archive_that_changes_between_the_passes_stops_prepare(project, monkeypatch):
+    """The second pass finds the faces the split chose by name and hash; any gone means the
+    archive changed under prepare, and nothing is published."""
+    read = decoding.read_source
+    passes = []
+
+    def shrinking(source):
+        passes.append(source)
+        members = list(read(source))
+        return iter(members if len(passes) == 1 else members[: len(members) // 2])
+
+    monkeypatch.setattr(decoding, "read_source", shrinking)
+    with pytest.raises(
+        UserError, match=r"changed while prepare read it \(\d+ of the faces it chose"
+    ):
+        prepare.main()
+    assert not (project / "data" / "prepared" / "train").exists()
 
 
 def test_prepare_errors_are_one_line(project):
