@@ -35,6 +35,7 @@ def assign_status(table: FileTable) -> None:
                           WHEN usable AND NOT readable THEN read_problem
                           ELSE problem END"""
     )
+    # The marks go to a table of their own while the query over faces is still being read.
     table.db.execute("CREATE TEMP TABLE marks (pos INTEGER PRIMARY KEY, status TEXT, reason TEXT)")
     copies = table.rows(
         """SELECT sha256, pos, name, age, gender, race FROM faces WHERE status = 'ok' AND
@@ -125,18 +126,20 @@ def split(table: FileTable, data: P.Data, seed: int) -> None:
 
 
 def summarize(table: FileTable, source: str) -> dict:
-    def describe(split: str) -> dict:
+    """summary.json: the files by status, the odd names, and each split's make-up."""
+
+    def describe(name: str) -> dict:
         n, females, ages = table.db.execute(
-            "SELECT count(*), total(gender), total(age) FROM faces WHERE split = ?", (split,)
+            "SELECT count(*), total(gender), total(age) FROM faces WHERE split = ?", (name,)
         ).fetchone()
         buckets = np.zeros(len(AGE_BUCKETS), int)
         for age, count in table.rows(
-            "SELECT age, count(*) FROM faces WHERE split = ? GROUP BY age", split
+            "SELECT age, count(*) FROM faces WHERE split = ? GROUP BY age", name
         ):
             buckets[age_bucket(age)] += count
         races = {}
         for race, count in table.rows(
-            "SELECT race, count(*) FROM faces WHERE split = ? GROUP BY race", split
+            "SELECT race, count(*) FROM faces WHERE split = ? GROUP BY race", name
         ):
             races["Unknown" if race == UNKNOWN_RACE else RACES[race]] = count
         return {
