@@ -72,9 +72,9 @@ def staging() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _write_labels(table: FileTable, split: str, folder: Path) -> None:
-    """age, gender, race and name .npy of one split, in its rows' order, a block at a time."""
-    n = table.value("SELECT count(*) FROM faces WHERE split = ?", split)
+def _write_labels(table: FileTable, split: str, n: int, folder: Path) -> None:
+    """age, gender, race and name .npy of one split of n faces, in its rows' order, a block
+    at a time."""
     longest = table.value("SELECT max(length(name)) FROM faces WHERE split = ?", split) or 1
     dtypes = {"age": np.int16, "gender": np.int8, "race": np.int8, "name": f"<U{longest}"}
     arrays = {key: NpyRows(folder / f"{key}.npy", (n,), dtype) for key, dtype in dtypes.items()}
@@ -126,7 +126,7 @@ def write_prepared(
         folder.mkdir()
         n = table.value("SELECT count(*) FROM faces WHERE split = ?", name)
         images[name] = NpyRows(folder / "images.npy", (n, side, side, 3))
-        _write_labels(table, name, folder)
+        _write_labels(table, name, n, folder)
 
     def place(name: str, sha256: str) -> tuple[NpyRows, int] | None:
         found = table.db.execute(

@@ -36,7 +36,6 @@ COLUMNS = "name, sha256, read_problem, readable, age, gender, race, usable, prob
 
 class FileTable:
     def __init__(self, path: Path):
-        self.path = path
         self.db = sqlite3.connect(path)
         for pragma in ("journal_mode = OFF", "synchronous = OFF", "temp_store = FILE"):
             self.db.execute(f"PRAGMA {pragma}")  # a scratch file: no journal, no fsync
