@@ -1,8 +1,9 @@
 """Training on several devices: keras.distribution's DataParallel on the JAX backend.
 
-`train.distribute` in params.yaml picks the backend and the number of devices. The training
-stages call `select_backend()` before anything imports Keras (KERAS_BACKEND is read once, at
-Keras's import), then `start()` before building a model. With devices > 1 every variable is
+`train.distribute` in params.yaml picks the backend and the number of devices. The stages
+call `runtime.configure()` before anything imports Keras (KERAS_BACKEND is read once, at
+Keras's import; it also asks XLA for the virtual CPU devices), then `start()` before building
+a model. With devices > 1 every variable is
 replicated and each batch is split over the devices, as one SPMD program that XLA compiles:
 BatchNorm's batch statistics and the random augmentation are drawn over the global batch, so
 replicas see different augmentations and the same statistics, and one device and several
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 
 from agegender import params as P
 from agegender.errors import UserError
@@ -27,35 +27,16 @@ from agegender.errors import UserError
 MULTI_HOST = "KERAS_DISTRIBUTION_NUM_PROCESSES"  # set: this is one of several processes
 
 
-def select_backend(path: str | os.PathLike = P.PARAMS_FILE) -> P.Distribute | None:
-    """Set KERAS_BACKEND from params.yaml, and on a CPU host as many virtual devices as asked
-    (XLA's host platform; ignored where there are GPUs). Call before importing Keras.
-
-    A missing or bad params.yaml does nothing here: the stage's main() loads it again and
-    says what is wrong in one line.
-    """
-    try:
-        d = P.load(path).train.distribute
-    except UserError:
-        return None
-    os.environ["KERAS_BACKEND"] = d.backend
-    if d.backend == "jax" and d.devices > 1:
-        flags = os.environ.get("XLA_FLAGS", "")
-        if "xla_force_host_platform_device_count" not in flags:
-            flag = f"--xla_force_host_platform_device_count={d.devices}"
-            os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
-    return d
-
-
 def start(d: P.Distribute) -> dict:
     """Spread training over `d.devices` devices (from here on, models are built replicated);
-    returns what the run records: backend, device count and kind, hardware."""
+    returns what the run records: backend, device count and kind (the machine's own facts,
+    which do not decide the bytes, go to environment.record_times)."""
     import keras
 
     if keras.backend.backend() != d.backend:
         raise UserError(
             f"train.distribute.backend is {d.backend} but Keras runs on "
-            f"{keras.backend.backend()}; the stage must call distribute.select_backend() "
+            f"{keras.backend.backend()}; the stage must call runtime.configure() "
             f"before importing Keras"
         )
     if os.environ.get(MULTI_HOST):
@@ -78,7 +59,6 @@ def start(d: P.Distribute) -> dict:
         "devices": d.devices,
         "device_kind": devices[0].split(":")[0],
         "processes": processes() or 1,
-        "hardware": f"{platform.machine()}, {os.cpu_count()} cores",
     }
 
 

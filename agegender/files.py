@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import re
 import shutil
 import signal
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +96,48 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
 def write_text(path: Path | str, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip header holds: a fixed stamp
+
+
+def save_model(model, path: Path | str) -> None:
+    """Write a Keras model to a .keras file whose bytes depend on the model alone.
+
+    Keras stamps the time of saving into metadata.json (`date_saved`) and into the zip's
+    member headers, and numbers shared objects in config.json by their memory address
+    (`shared_object_id`), so two saves of the same weights differed and every rerun changed
+    dvc.lock. The file is rewritten with no time and the shared objects numbered in order of
+    appearance; `keras.saving.load_model` opens it as before.
+    """
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp) as saved:
+            members = [(info, saved.read(info)) for info in saved.infolist()]
+        with zipfile.ZipFile(tmp, "w") as out:
+            for info, data in members:
+                if info.filename == "metadata.json":
+                    meta = json.loads(data)
+                    meta.pop("date_saved", None)
+                    data = json.dumps(meta).encode()
+                elif info.filename == "config.json":
+                    data = json.dumps(_renumbered(json.loads(data), {})).encode()
+                fixed = zipfile.ZipInfo(info.filename, date_time=ZIP_EPOCH)
+                fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
+                out.writestr(fixed, data)
+
+
+def _renumbered(value, ids: dict):
+    """`value` with each shared_object_id (a memory address) replaced by its order of first
+    appearance: the same object keeps one number, so sharing survives loading."""
+    if isinstance(value, list):
+        return [_renumbered(v, ids) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, v in value.items():
+        out[key] = ids.setdefault(v, len(ids)) if key == "shared_object_id" else _renumbered(v, ids)
+    return out
 
 
 def check_writable(*folders: Path | str) -> None:

@@ -27,7 +27,7 @@ EVAL = Path("reports/eval")
 # Every score of every model and split, with and without averaging the mirrored face's
 # prediction (evaluate.flip_tta says which of the two the metrics and the report use).
 SCORE_FILES = {True: EVAL / "scores_flip.json", False: EVAL / "scores_no_flip.json"}
-ENVIRONMENT = EVAL / "environment.json"  # CPU, cores and library versions of the run
+ENVIRONMENT = EVAL / "environment.json"  # CPU, backend, threads and library versions of the run
 ENSEMBLE_WEIGHTS = EVAL / "ensemble.json"  # each model's weight per task, chosen on val
 BREAKDOWN = EVAL / "breakdown.csv"
 PREDICTIONS = EVAL / "predictions.csv"
@@ -37,6 +37,9 @@ REPORT_HTML = Path("reports/report.html")
 FIGURES = Path("reports/figures")  # pictures (face thumbnails, diagrams): PNG, DVC cache
 CHARTS = Path("reports/charts")  # drawn from numbers only: small SVG files, kept in git
 LOCK = Path("dvc.lock")
+# Each stage's wall times on this machine (environment.record_times): not a DVC output and
+# not in git, since times change on every run and the outputs must not
+TIMES = Path("reports/times")
 
 
 # Training phases, as the stages name them, DVCLive logs them and the report shows them.

@@ -295,8 +295,14 @@ class Loader:
 class Train:
     mixed_precision: bool  # mixed_float16 compute on a GPU; outputs stay float32
     deterministic: bool  # deterministic TensorFlow ops: same params, same model
+    # threads of every stage's TensorFlow (runtime.py): results depend on the thread count,
+    # not on the machine's cores, so it is fixed; more is faster on a bigger machine, other bytes
+    threads: int
     distribute: Distribute  # devices and backend of the training stages (distribute.py)
     loader: Loader  # how fit reads the faces
+
+    def check(self, at: str) -> None:
+        need(1 <= self.threads <= 256, f"{at}.threads", f"must be in [1, 256], got {self.threads}")
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,9 @@ from keras import ops
 
 from agegender import distribute
 from agegender.data import Split
+from agegender.environment import record_times
 from agegender.errors import UserError
-from agegender.files import StagedFolder, atomic_path
+from agegender.files import StagedFolder, save_model
 from agegender.heads import copy_weights
 from agegender.labels import MAX_AGE
 from agegender.layout import FEATURES, PHASE2, TEACHER
@@ -73,7 +74,7 @@ class LabelAccuracy(_OnLabel, keras.metrics.BinaryAccuracy):
 
 def setup(seed: int, train: Train) -> dict:
     """Devices (train.distribute), seeds from params.yaml, deterministic ops where the backend
-    offers them. Returns what the run records of its backend, devices and hardware."""
+    offers them. Returns what the run records of its backend and devices."""
     record = distribute.start(train.distribute)
     keras.utils.set_random_seed(seed)
     if train.deterministic and keras.backend.backend() == "tensorflow":
@@ -376,7 +377,7 @@ class Trainer:
         loader: Loader | None = None,
         seed: int = 0,
     ):
-        """`run`: what setup() returned (backend, devices, hardware), kept in the summary;
+        """`run`: what setup() returned (backend, devices), kept in the summary;
         `loader` (train.loader, arrays when None) and `seed`: how fit reads the faces."""
         for name, split in (("train", train), ("val", val)):
             if len(np.unique(split.gender)) < 2:
@@ -393,6 +394,7 @@ class Trainer:
         self.staged = StagedFolder(self.live_dir)
         self.live = Live(str(self.staged.tmp), report=None, save_dvc_exp=False, dvcyaml=None)
         self.summary: dict[str, object] = {"distribute": run} if run else {}
+        self.times: dict[str, object] = {}  # wall times: this machine's, kept out of the outputs
         self.epoch = 0
         self.best_loss = math.inf
         self.best_weights: list[np.ndarray] | None = None  # in memory: nothing to clean up
@@ -471,11 +473,10 @@ class Trainer:
             self.model.set_weights(self.best_weights)
         if model is not self.model:  # the heads trained alone: compile the whole to score it
             compile_model(self.model, fit, loss, steps)
-        self.summary[name] = {
-            "epochs": epochs,
+        self.summary[name] = {"epochs": epochs, **self.evaluate(fit.batch_size)}
+        self.times[name] = {
             "seconds": round(time.monotonic() - start, 1),
             "train_images_per_second": round(epochs * len(x) / max(log.train_seconds, 1e-9), 1),
-            **self.evaluate(fit.batch_size),
         }
 
     def evaluate(self, batch_size: int) -> dict[str, float]:
@@ -497,10 +498,10 @@ class Trainer:
         self.summary["epochs"] = self.epoch
         self.summary["parameters"] = int(serving.count_params())
         copy_weights(self.model, serving)
-        with atomic_path(path) as tmp:
-            serving.save(tmp)
+        save_model(serving, path)
         self.live.summary = self.summary
         self.live.make_summary()
         self.live.end()
         self.staged.commit()
-        print(f"saved {path}: {self.summary}")
+        record_times(self.live_dir.name, self.times)
+        print(f"saved {path}: {self.summary}; times {self.times}")

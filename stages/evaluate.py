@@ -11,6 +11,10 @@ predictions for the plots.
 
 from __future__ import annotations
 
+from agegender import runtime
+
+runtime.configure()  # backend and threads from params.yaml, before anything imports Keras
+
 import json
 import time
 

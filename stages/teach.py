@@ -8,6 +8,10 @@ leaves A alone, because DVC reruns train_a only when this output's hash changes.
 
 from __future__ import annotations
 
+from agegender import runtime
+
+runtime.configure()  # backend and threads from params.yaml, before anything imports Keras
+
 import numpy as np
 
 from agegender import params as P

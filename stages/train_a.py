@@ -7,10 +7,11 @@ val keeps the true labels, so early stopping and the scores judge A on the truth
 
 from __future__ import annotations
 
+from agegender import runtime
+
+runtime.configure()  # backend and threads from params.yaml, before anything imports Keras
+
 from agegender import distribute
-
-distribute.select_backend()  # train.distribute.backend, set before anything imports Keras
-
 from agegender import params as P
 from agegender.data import check_side, load_split
 from agegender.errors import run

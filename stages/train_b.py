@@ -9,11 +9,11 @@ Both phases log to one DVCLive run; the best weights over both by val_loss are s
 
 from __future__ import annotations
 
-from agegender import distribute
+from agegender import runtime
 
-distribute.select_backend()  # train.distribute.backend, set before anything imports Keras
+runtime.configure()  # backend and threads from params.yaml, before anything imports Keras
 
-from agegender import backbones
+from agegender import backbones, distribute
 from agegender import params as P
 from agegender.data import check_side, load_split
 from agegender.errors import run

@@ -28,8 +28,8 @@ pytestmark = [
 # Tiny model A, two epochs on random faces: what one, two devices or two processes train.
 TRAIN = """
 import hashlib, json, os, sys
-from agegender import distribute
-d = distribute.select_backend("params.yaml")
+from agegender import distribute, runtime
+d = runtime.configure("params.yaml").distribute
 import keras, numpy as np
 from agegender import params as P
 from agegender.data import Split
@@ -106,8 +106,8 @@ def test_augmentation_differs_between_replicas(tmp_path):
     on the two devices."""
     jax_params(tmp_path, 2)
     code = """
-    from agegender import distribute
-    d = distribute.select_backend("params.yaml")
+    from agegender import distribute, runtime
+    d = runtime.configure("params.yaml").distribute
     import json, jax, keras, numpy as np
     from agegender import params as P
     from agegender.augment import augment

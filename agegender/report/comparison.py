@@ -9,7 +9,7 @@ from agegender.metric_table import BY_KEY, COMPARED, SCORES
 from agegender.report.document import Block, Bullets, Figure, Heading, Table, Text
 from agegender.report.figures import buckets_figure, scatter_figure
 from agegender.report.inputs import Outputs
-from agegender.report.text import capital, fmt, join, seconds
+from agegender.report.text import capital, fmt, join, plural
 from agegender.report.worst_faces import worst_faces_blocks
 
 SMALL_GROUP = 30  # below this many faces a group's score is mostly noise
@@ -140,17 +140,15 @@ def ensemble_sentence(metrics: dict, focus: str) -> str:
 
 
 def cost_sentence(trains: dict) -> str:
-    """Model B's size and training time against model A's."""
+    """Model B's size and epochs against model A's (wall times are no result: README)."""
     a, b = trains[MODEL_A.key], trains[MODEL_B.key]
-    time_a = sum((a.get(ph) or {}).get("seconds", 0.0) for ph in MODEL_A.phases)
-    time_b = sum((b.get(ph) or {}).get("seconds", 0.0) for ph in MODEL_B.phases)
     pa, pb = a.get("parameters"), b.get("parameters")
-    if not (pa and pb and time_a and time_b):
+    if not (pa and pb):
         return ""
     return (
         f"Cost: model B has {pb:,} parameters, {pb / pa:.1f} times model A's {pa:,}, and "
-        f"trained in {seconds(time_b)} against {seconds(time_a)} for model A "
-        f"({time_b / time_a:.1f} times as long)."
+        f"trained for {plural(b.get('epochs', 0), 'epoch')} against "
+        f"{plural(a.get('epochs', 0), 'epoch')} for model A."
     )
 
 

@@ -9,7 +9,7 @@ from agegender.metric_table import COMPARED, SCORES
 from agegender.report.document import Block, Figure, Heading, Table, Text
 from agegender.report.figures import curves_figure, diagram_figure
 from agegender.report.inputs import phase2_start, read_curve
-from agegender.report.text import capital, diff, fmt, fmt_gap, plural, seconds
+from agegender.report.text import capital, diff, fmt, fmt_gap, plural
 
 
 def model_section(
@@ -33,7 +33,6 @@ def model_section(
         if phase2 is not None
         else ""
     )
-    total = sum((train.get(ph) or {}).get("seconds", 0.0) for ph in phases)
     return [
         Heading(2, title),
         *architecture(network, model),
@@ -44,11 +43,12 @@ def model_section(
         Heading(3, f"{name}: scores per split"),
         scores_table(scores),
         Text(gap_sentence(model, scores)),
-        Heading(3, f"{name}: training time"),
-        timing_table(train, phases),
+        Heading(3, f"{name}: training phases"),
+        phases_table(train, phases),
         Text(
-            f"Training took {seconds(total)} in all ({plural(train.get('epochs', 0), 'epoch')}) "
-            f"on the machine that ran `dvc repro`; times depend on that machine."
+            f"{plural(train.get('epochs', 0), 'epoch')} in all. Wall times are not part of the "
+            f"results (they differ on every run and machine): `dvc repro` writes them to "
+            f"`reports/times/`, outside git and DVC."
         ),
     ]
 
@@ -152,8 +152,8 @@ def gap_sentence(model: Model, scores: dict) -> str:
     )
 
 
-def timing_table(train: dict, phases: tuple[str, ...]) -> Table:
-    """Epochs, time and throughput per phase, and the val scores of the weights kept."""
+def phases_table(train: dict, phases: tuple[str, ...]) -> Table:
+    """Epochs per phase, and the val scores of the weights kept after each."""
     rows = []
     for phase in phases:
         block = train.get(phase) or {}
@@ -161,8 +161,6 @@ def timing_table(train: dict, phases: tuple[str, ...]) -> Table:
             [
                 phase,
                 str(block.get("epochs", "–")),
-                seconds(block["seconds"]) if "seconds" in block else "–",
-                fmt(block.get("train_images_per_second"), "1f"),
                 fmt(block.get("val_loss"), "4f"),
                 *(fmt(block.get(f"val_{s.key}"), s.fmt) for s in COMPARED),
             ]
@@ -172,11 +170,9 @@ def timing_table(train: dict, phases: tuple[str, ...]) -> Table:
         [
             "best weights",
             str(train.get("epochs", "–")),
-            "",
-            "",
             fmt(best.get("val_loss"), "4f"),
             *(fmt(best.get(f"val_{s.key}"), s.fmt) for s in COMPARED),
         ]
     )
-    header = ["phase", "epochs", "time", "train images/s", "val loss"]
+    header = ["phase", "epochs", "val loss"]
     return Table([*header, *(f"val {s.words}" for s in COMPARED)], rows)

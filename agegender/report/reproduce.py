@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import yaml
 
 from agegender.layout import LOCK
@@ -12,22 +10,24 @@ from agegender.report.text import fmt
 
 
 def environment_blocks(environment: dict) -> list[Block]:
-    """The machine evaluate ran on (in one `dvc repro`, the one that trained too)."""
+    """What the float results depend on besides params, code and data (evaluate's record)."""
     packages = ", ".join(f"{k} {v}" for k, v in environment.get("packages", {}).items())
     rows = [
         ["CPU", f"{environment.get('cpu', '?')} ({', '.join(environment.get('cpu_flags', []))})"],
-        ["cores", str(environment.get("cores", "?"))],
-        ["Python", str(environment.get("python", "?"))],
         ["Keras backend", str(environment.get("keras_backend", "?"))],
+        ["threads", str(environment.get("threads") or "?")],
+        ["Python", str(environment.get("python", "?"))],
         ["libraries", packages],
     ]
     return [
         Text(
-            "The machine these numbers were computed on. The same params, commit and library "
-            "versions give byte-identical results on the same CPU model; on another CPU model "
-            "(AVX2 against AVX-512) oneDNN and Eigen pick other kernels, and scores differ "
-            "slightly (up to about 0.4 points of gender accuracy, measured between an AMD AVX2 "
-            "and an Intel AVX-512 machine)."
+            "What these numbers depend on besides the code, params and data below. The same "
+            "library versions, thread count (`train.threads`) and CPU model give the same bytes "
+            "on any machine, whatever its core count; another CPU model trains other weights "
+            "(its kernels add in another order), and the scores then differ by about as much "
+            "as another seed's. `python benchmarks/fingerprint.py` tells in a minute whether a "
+            "machine reproduces these bytes, and `python scripts/compare_runs.py` whether two "
+            "runs agree within the spread of seeds."
         ),
         Table(["", ""], rows),
     ]
@@ -65,7 +65,11 @@ def reproduce_section(
     )
     return [
         Heading(2, "Reproduce"),
-        Text(git_state()),
+        Text(
+            "The code and params these results come from are those whose md5s `dvc.lock` "
+            "records; commit it with this report, and `dvc status` says whether a checkout "
+            "still matches them."
+        ),
         *environment_blocks(environment),
         *lock,
         Text("The exact parameters (`params.yaml`):"),
@@ -73,35 +77,6 @@ def reproduce_section(
         Text("To rerun or vary the pipeline:"),
         Code(commands),
     ]
-
-
-def git(*args: str) -> str | None:
-    """git's output, or None without git or outside a repository."""
-    try:
-        done = subprocess.run(
-            ["git", *args], capture_output=True, text=True, timeout=20, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout
-
-
-def git_state() -> str:
-    """The commit, and which code and params files differ from it: the pipeline's own outputs
-    (dvc.lock, reports/, data/, models/) change with every run and are not listed."""
-    head = git("rev-parse", "HEAD")
-    if head is None:
-        return "The git commit is unknown (no git, or not a git repository)."
-    # --no-optional-locks: reading the state must not rewrite the index
-    status = git("--no-optional-locks", "status", "--porcelain", "--untracked-files=no") or ""
-    outputs = (LOCK.as_posix(), "reports/", "data/", "models/")
-    changed = [line[3:] for line in status.splitlines() if not line[3:].startswith(outputs)]
-    text = f"Git commit `{head.strip()}`"
-    if not changed:
-        return text + ", no uncommitted changes to tracked files."
-    shown_files = ", ".join(f"`{c}`" for c in changed[:10])
-    more = f" and {len(changed) - 10} more" if len(changed) > 10 else ""
-    return f"{text}, with uncommitted changes to {shown_files}{more}."
 
 
 def lock_rows() -> list[list[str]]:

@@ -34,10 +34,6 @@ def join(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
-def seconds(value: float) -> str:
-    return f"{value:.0f} s" if value < 120 else f"{value:.0f} s ({value / 60:.1f} min)"
-
-
 def plural(count: int, word: str) -> str:
     return f"{count:,} {word}{'' if count == 1 else 's'}"
 

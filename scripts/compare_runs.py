@@ -1,0 +1,126 @@
+"""Do two runs agree within the spread that the order of float additions alone gives?
+
+    python scripts/compare_runs.py                # the workspace's metrics against HEAD's
+    python scripts/compare_runs.py HEAD~3 HEAD    # two commits
+    python scripts/compare_runs.py HEAD my-exp    # a commit and a `dvc exp` experiment
+    python scripts/compare_runs.py a.json b.json  # two metrics files (another machine's run)
+
+Where bytes cannot match (another CPU model, a GPU, other library versions), training adds
+its floats in another order and the weights come out different. That changes the scores
+as another thread count does on one machine: reports/spread.json holds the committed
+pipeline rerun with other values of train.threads (same data, seed and code), and a
+difference within t(0.975, n-1) * sqrt(2) * their standard deviation is a reproduction.
+Beyond it, something changed. One table, metric by metric; exit status 1 if any is beyond.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = "reports/metrics.json"
+SPREAD = ROOT / "reports" / "spread.json"
+
+
+def flat(metrics: dict) -> dict[str, float]:
+    """{"A": {"test_mae": 6.0}} -> {"A.test_mae": 6.0}."""
+    return {f"{model}.{key}": v for model, block in metrics.items() for key, v in block.items()}
+
+
+def git_show(rev: str, path: str) -> str | None:
+    done = subprocess.run(
+        ["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True
+    )
+    return done.stdout if done.returncode == 0 else None
+
+
+def experiment_ref(name: str) -> str | None:
+    """The git ref of a `dvc exp` experiment called `name` (DVC keeps them under refs/exps)."""
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return next((ref for ref in refs if ref.rsplit("/", 1)[-1] == name), None)
+
+
+def load(run: str | None) -> dict[str, float]:
+    """A run's metrics: a file, a git revision, an experiment's name, or None (workspace)."""
+    if run is None:
+        run = str(ROOT / METRICS)
+    if Path(run).is_file():
+        text = Path(run).read_text()
+    else:
+        ref = run if git_show(run, METRICS) is not None else experiment_ref(run)
+        text = git_show(ref, METRICS) if ref else None
+        if text is None:
+            sys.exit(f"compare_runs: {run}: no such file, commit or experiment")
+    try:
+        return flat(json.loads(text))
+    except (json.JSONDecodeError, AttributeError):
+        sys.exit(f"compare_runs: {run}: not a metrics file like {METRICS}")
+
+
+def tolerances(runs: list[dict[str, float]], level: float = 0.95) -> dict[str, tuple]:
+    """{metric: (standard deviation, tolerance)} from reruns that differ in float order only.
+
+    The difference of two such runs has sd * sqrt(2); with n runs the sd is itself uncertain,
+    hence Student's t with n - 1 degrees of freedom instead of the normal's 1.96."""
+    n = len(runs)
+    if n < 2:
+        raise ValueError("the spread needs two runs or more")
+    t = stats.t.ppf(0.5 + level / 2, n - 1)
+    out = {}
+    for key in runs[0]:
+        values = [run[key] for run in runs if key in run]
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        out[key] = (sd, t * math.sqrt(2) * sd)
+    return out
+
+
+def compare(a: dict, b: dict, tol: dict) -> list[list[str]]:
+    rows = []
+    for key in a:
+        if key not in b:
+            continue
+        diff = b[key] - a[key]
+        sd, limit = tol.get(key, (math.nan, math.nan))
+        verdict = "no spread known" if math.isnan(limit) else (
+            "within the spread" if abs(diff) <= limit else "BEYOND the spread"
+        )
+        rows.append([key, f"{a[key]:g}", f"{b[key]:g}", f"{diff:+.4f}", f"{limit:.4f}", verdict])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("first", nargs="?", default="HEAD", help="default: HEAD")
+    parser.add_argument("second", nargs="?", help="default: the workspace")
+    parser.add_argument("--spread", default=str(SPREAD), help="reruns that define the spread")
+    args = parser.parse_args()
+    spread = json.loads(Path(args.spread).read_text())
+    tol = tolerances([flat(run["metrics"]) for run in spread["runs"]])
+    rows = compare(load(args.first), load(args.second), tol)
+    header = ["metric", args.first, args.second or "workspace", "difference", "allowed", ""]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+    beyond = [r[0] for r in rows if r[-1].startswith("BEYOND")]
+    print(
+        f"\n{len(spread['runs'])} reruns define the spread ({spread.get('how', '')}). "
+        + (f"Beyond it: {', '.join(beyond)}." if beyond else "Every metric is within it.")
+    )
+    sys.exit(1 if beyond else 0)
+
+
+if __name__ == "__main__":
+    main()
