@@ -33,7 +33,6 @@ def configure(path: str | os.PathLike = P.PARAMS_FILE) -> P.Train | None:
     # TensorFlow's intra-op pool (oneDNN and Eigen split each op over it) and inter-op pool
     os.environ["TF_NUM_INTRAOP_THREADS"] = threads
     os.environ["TF_NUM_INTEROP_THREADS"] = threads
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     if d.backend == "jax" and d.devices > 1:
         flags = os.environ.get("XLA_FLAGS", "")
         if "xla_force_host_platform_device_count" not in flags:

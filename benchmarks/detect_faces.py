@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from agegender.api import model_files
-from agegender.faces import detect
-from agegender.inference import load_model
-from agegender.predict import predict_files
+from agegender.evaluate.inference import load_model
+from agegender.serve.api import model_files
+from agegender.serve.faces import detect
+from agegender.serve.predict import predict_files
 
 NO_FACE_SAMPLES = (  # skimage.data photos of things, none with a face
     "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page", "horse", "text",

@@ -101,7 +101,7 @@ def prepare_hash(folder: Path) -> str:
 
 def train(model, fit, loss, steps: int, size: int, seed: int) -> None:
     """`steps` steps of `fit` on seeded random faces (fingerprint_probe.py's recipe)."""
-    from agegender.training import compile_model
+    from agegender.training.objective import compile_model
 
     n = fit.batch_size * steps
     rng = np.random.default_rng(seed)
@@ -114,12 +114,12 @@ def train(model, fit, loss, steps: int, size: int, seed: int) -> None:
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
+    from agegender.evaluate.inference import load, predict
     from agegender.files import save_model
-    from agegender.heads import copy_weights
-    from agegender.inference import load, predict
-    from agegender.model_a import build_model_a
-    from agegender.model_b import backbone_of, build_model_b, unfreeze_top
-    from agegender.training import setup
+    from agegender.models.heads import copy_weights
+    from agegender.models.model_a import build_model_a
+    from agegender.models.model_b import backbone_of, build_model_b, unfreeze_top
+    from agegender.training.loop import setup
 
     params = P.load(ROOT / "params.yaml")
     hashes = {"prepare": prepare_hash(folder)}

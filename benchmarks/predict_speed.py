@@ -4,7 +4,7 @@
                                        [--batch-size 64] [--forward] [--tflite] [--untrained]
 
 For each model it times the whole predict tool: the faces are written as 200 px JPEGs
-(UTKFace's size) to a temporary folder, then `agegender.predict.predict_files` decodes them in
+(UTKFace's size) to a temporary folder, then `agegender.serve.predict.predict_files` decodes them in
 its thread pool and predicts with flip averaging, as `agegender-predict FOLDER` does.
 `--forward` also times the forward pass alone on the prepared arrays, several ways, to
 show where the time goes; `--tflite` exports each model (`--export`) and times the tool
@@ -28,13 +28,13 @@ from PIL import Image
 
 from agegender import params as P
 from agegender.data import load_split
-from agegender.export import export
-from agegender.inference import load, load_model
-from agegender.inference import predict as evaluate_predict
+from agegender.evaluate.inference import load, load_model
+from agegender.evaluate.inference import predict as evaluate_predict
 from agegender.layout import MODEL_A, MODEL_B, PREPARED
-from agegender.model_a import build_model_a
-from agegender.model_b import build_model_b
-from agegender.predict import predict_files
+from agegender.models.model_a import build_model_a
+from agegender.models.model_b import build_model_b
+from agegender.serve.export import export
+from agegender.serve.predict import predict_files
 
 JPEG_SIDE = 200  # UTKFace's aligned-and-cropped faces are 200 x 200 JPEGs
 

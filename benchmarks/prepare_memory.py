@@ -30,8 +30,8 @@ from memory import peak_memory  # benchmarks/memory.py
 from scratch import write_params
 
 from agegender import params as P
-from agegender.archive import read_source
 from agegender.layout import SUMMARY
+from agegender.prepare.archive import read_source
 
 
 def run_prepare(archive: Path) -> tuple[float, int, int]:

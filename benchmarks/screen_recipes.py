@@ -37,9 +37,9 @@ def score(folder: Path, stage: str) -> dict[str, float]:
     Imports here: only --score needs Keras in this process."""
     from agegender import params as P
     from agegender.data import load_split
-    from agegender.inference import load, predict
+    from agegender.evaluate.inference import load, predict
+    from agegender.evaluate.metrics import scores
     from agegender.metric_table import COMPARED
-    from agegender.metrics import scores
 
     model_file = next(m.file for m in TRAINED.values() if m.stage == stage)
     params = P.load(folder / "params.yaml")

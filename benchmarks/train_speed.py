@@ -17,9 +17,10 @@ import numpy as np
 import yaml
 
 from agegender import params as P
-from agegender.model_a import build_model_a
-from agegender.model_b import backbone_of, build_model_b, unfreeze_top
-from agegender.training import compile_model, setup
+from agegender.models.model_a import build_model_a
+from agegender.models.model_b import backbone_of, build_model_b, unfreeze_top
+from agegender.training.loop import setup
+from agegender.training.objective import compile_model
 from agegender.typed_yaml import set_dotted
 
 

@@ -1,4 +1,4 @@
-"""Do two runs agree within the spread that the order of float additions alone gives?
+"""Do two runs agree within the spread that changing the seed alone gives?
 
     python scripts/compare_runs.py                # the workspace's metrics against HEAD's
     python scripts/compare_runs.py HEAD~3 HEAD    # two commits
@@ -6,11 +6,11 @@
     python scripts/compare_runs.py a.json b.json  # two metrics files (another machine's run)
 
 Where bytes cannot match (another CPU model, a GPU, other library versions), training adds
-its floats in another order and the weights come out different. That changes the scores
-as another thread count does on one machine: reports/spread.json holds the committed
-pipeline rerun with other values of train.threads (same data, seed and code), and a
-difference within t(0.975, n-1) * sqrt(2) * their standard deviation is a reproduction.
-Beyond it, something changed. One table, metric by metric; exit status 1 if any is beyond.
+its floats in another order and the weights come out different: a perturbation of the same
+kind as another seed, and no larger. reports/spread.json holds the committed pipeline run
+with three seeds; a difference within t(0.975, n-1) * sqrt(2) * their standard deviation is
+a reproduction. Beyond it, something changed. One table, metric by metric; exit status 1 if
+any is beyond.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def load(run: str | None) -> dict[str, float]:
 
 
 def tolerances(runs: list[dict[str, float]], level: float = 0.95) -> dict[str, tuple]:
-    """{metric: (standard deviation, tolerance)} from reruns that differ in float order only.
+    """{metric: (sd, tolerance)} from reruns that differ in seed (or float order) only.
 
     The difference of two such runs has sd * sqrt(2); with n runs the sd is itself uncertain,
     hence Student's t with n - 1 degrees of freedom instead of the normal's 1.96."""
@@ -94,8 +94,10 @@ def compare(a: dict, b: dict, tol: dict) -> list[list[str]]:
             continue
         diff = b[key] - a[key]
         sd, limit = tol.get(key, (math.nan, math.nan))
-        verdict = "no spread known" if math.isnan(limit) else (
-            "within the spread" if abs(diff) <= limit else "BEYOND the spread"
+        verdict = (
+            "no spread known"
+            if math.isnan(limit)
+            else ("within the spread" if abs(diff) <= limit else "BEYOND the spread")
         )
         rows.append([key, f"{a[key]:g}", f"{b[key]:g}", f"{diff:+.4f}", f"{limit:.4f}", verdict])
     return rows

@@ -10,9 +10,9 @@ import re
 from pathlib import Path
 
 from agegender import params as P
-from agegender.backbones import BACKBONES
 from agegender.layout import ENSEMBLE, MODEL_A, MODEL_B, MODELS, SCORE_FILES
 from agegender.metric_table import BY_KEY
+from agegender.models.backbones import BACKBONES
 
 README = Path("README.md")
 # The study's best reported validation numbers (university reports, 5,000 faces).

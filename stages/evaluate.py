@@ -25,8 +25,9 @@ from agegender import params as P
 from agegender.data import check_side, load_split
 from agegender.environment import describe
 from agegender.errors import run
+from agegender.evaluate.inference import combine, ensemble_weights, load, predict
+from agegender.evaluate.metrics import breakdown, compared, scores
 from agegender.files import write_text
-from agegender.inference import combine, ensemble_weights, load, predict
 from agegender.layout import (
     BREAKDOWN,
     ENSEMBLE,
@@ -41,7 +42,6 @@ from agegender.layout import (
     buckets_csv,
     focus_split,
 )
-from agegender.metrics import breakdown, compared, scores
 
 
 def main() -> None:

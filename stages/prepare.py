@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 from agegender import params as P
-from agegender.dataset import assign_status, split, summarize
-from agegender.decoding import fill, scan
 from agegender.errors import UserError, run
 from agegender.layout import SPLITS
-from agegender.store import staging, write_prepared
-from agegender.table import FileTable
+from agegender.prepare.dataset import assign_status, split, summarize
+from agegender.prepare.decoding import fill, scan
+from agegender.prepare.store import staging, write_prepared
+from agegender.prepare.table import FileTable
 
 TABLE = "files.sqlite"  # in the staging folder: gone with it
 

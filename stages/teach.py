@@ -17,8 +17,8 @@ import numpy as np
 from agegender import params as P
 from agegender.data import load_split
 from agegender.errors import run
+from agegender.evaluate.inference import load, predict
 from agegender.files import atomic_path
-from agegender.inference import load, predict
 from agegender.layout import MODEL_B, TEACHER
 
 BATCH_SIZE = 128  # prediction only: the numbers do not depend on it

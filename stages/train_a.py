@@ -11,14 +11,15 @@ from agegender import runtime
 
 runtime.configure()  # backend and threads from params.yaml, before anything imports Keras
 
-from agegender import distribute
 from agegender import params as P
 from agegender.data import check_side, load_split
 from agegender.errors import run
 from agegender.files import check_writable
 from agegender.layout import FIT, MODEL_A
-from agegender.model_a import build_model_a
-from agegender.training import Trainer, distilled, load_teacher, setup, targets
+from agegender.models.model_a import build_model_a
+from agegender.training import distribute
+from agegender.training.loop import Trainer, setup
+from agegender.training.objective import distilled, load_teacher, targets
 
 
 def main() -> None:

@@ -13,20 +13,22 @@ from agegender import runtime
 
 runtime.configure()  # backend and threads from params.yaml, before anything imports Keras
 
-from agegender import backbones, distribute
 from agegender import params as P
 from agegender.data import check_side, load_split
 from agegender.errors import run
 from agegender.files import check_writable
 from agegender.layout import MODEL_B, PHASE1, PHASE2
-from agegender.model_b import (
+from agegender.models import backbones
+from agegender.models.model_b import (
     adapt_batch_norm,
     backbone_of,
     build_model_b,
     split_at_features,
     unfreeze_top,
 )
-from agegender.training import Trainer, cached_features, setup
+from agegender.training import distribute
+from agegender.training.features import cached_features
+from agegender.training.loop import Trainer, setup
 
 
 def main() -> None:

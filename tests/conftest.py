@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agegender import backbones
 from agegender import params as P
-from agegender.store import OUTPUTS
+from agegender.models import backbones
+from agegender.prepare.store import OUTPUTS
 from agegender.typed_yaml import set_dotted
 from tests.synthetic import write_archive
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import yaml
 
 from agegender import params as P
-from agegender import tfjs_graph
-from agegender.backbones import PRETRAINED
+from agegender.models import tfjs_graph
+from agegender.models.backbones import PRETRAINED
 from agegender.typed_yaml import set_dotted
 from scripts.repo import ENV, git, sh
 from tests.synthetic import write_archive

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agegender import api
 from agegender.errors import UserError
+from agegender.serve import api
 from tests.synthetic import draw_face
 
 
@@ -72,7 +72,7 @@ def test_a_missing_project_model_says_where_it_looked(tmp_path, monkeypatch):
 
 
 def test_predict_cli_finds_the_project_models_from_anywhere(in_project, tmp_path, monkeypatch):
-    from agegender import predict
+    from agegender.serve import predict
 
     monkeypatch.chdir(tmp_path)  # not the project: found through AGEGENDER_HOME
     Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(tmp_path / "x.png")

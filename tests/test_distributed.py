@@ -1,4 +1,5 @@
-"""Data-parallel training on the JAX backend (agegender/distribute.py), on virtual CPU devices.
+"""Data-parallel training on the JAX backend (agegender/training/distribute.py), on virtual
+CPU devices.
 
 Each case runs in a subprocess: the backend and XLA's device count are fixed when Keras and
 JAX are imported, and this process runs on TensorFlow. Skipped without the jax extra
@@ -28,13 +29,15 @@ pytestmark = [
 # Tiny model A, two epochs on random faces: what one, two devices or two processes train.
 TRAIN = """
 import hashlib, json, os, sys
-from agegender import distribute, runtime
+from agegender import runtime
+from agegender.training import distribute
 d = runtime.configure("params.yaml").distribute
 import keras, numpy as np
 from agegender import params as P
 from agegender.data import Split
-from agegender.model_a import build_model_a
-from agegender.training import compile_model, setup, targets
+from agegender.models.model_a import build_model_a
+from agegender.training.loop import setup
+from agegender.training.objective import compile_model, targets
 params = P.load("params.yaml")
 record = setup(params.seed, params.train)
 rng = np.random.default_rng(0)
@@ -106,11 +109,12 @@ def test_augmentation_differs_between_replicas(tmp_path):
     on the two devices."""
     jax_params(tmp_path, 2)
     code = """
-    from agegender import distribute, runtime
+    from agegender import runtime
+    from agegender.training import distribute
     d = runtime.configure("params.yaml").distribute
     import json, jax, keras, numpy as np
     from agegender import params as P
-    from agegender.augment import augment
+    from agegender.models.augment import augment
     params = P.load("params.yaml")
     record = distribute.start(d)
     inputs = keras.Input((32, 32, 3))
@@ -131,7 +135,7 @@ def test_augmentation_differs_between_replicas(tmp_path):
 def test_scaled_batch_takes_batch_size_per_device(tmp_path):
     jax_params(tmp_path, 2, "train.distribute.scale_batch=true")
     params = P.load(tmp_path / "params.yaml")
-    from agegender import distribute
+    from agegender.training import distribute
 
     fit = distribute.scaled(params.model_a.fit, params.train.distribute)
     assert fit.batch_size == 32 and fit.learning_rate == pytest.approx(

@@ -91,7 +91,7 @@ def test_deps_name_no_module_the_stage_does_not_import(stage):
 
 def test_the_closure_follows_lazy_imports():
     """An import inside a function counts: it runs when the stage calls that function."""
-    found = imported_modules(ROOT / "agegender" / "faces.py")
+    found = imported_modules(ROOT / "agegender" / "serve" / "faces.py")
     assert "tensorflow" in found  # faces.py imports TensorFlow only inside a method
 
 
@@ -115,13 +115,13 @@ def test_artifacts_are_the_trained_models():
 @pytest.mark.parametrize(
     ("module", "stages_that_run_it"),
     [
-        ("agegender/model_a.py", {"train_a"}),  # model A's builder: never retrains B
-        ("agegender/model_b.py", {"train_b"}),  # model B's builder: never retrains A
-        ("agegender/backbones.py", {"train_b", "report"}),  # adding a backbone
-        ("agegender/archive.py", {"prepare"}),  # the archive reader: never retrains
+        ("agegender/models/model_a.py", {"train_a"}),  # model A's builder: never retrains B
+        ("agegender/models/model_b.py", {"train_b"}),  # model B's builder: never retrains A
+        ("agegender/models/backbones.py", {"train_b", "report"}),  # adding a backbone
+        ("agegender/prepare/archive.py", {"prepare"}),  # the archive reader: never retrains
         ("agegender/images.py", {"prepare"}),
-        ("agegender/store.py", {"prepare"}),
-        ("agegender/metrics.py", {"evaluate"}),
+        ("agegender/prepare/store.py", {"prepare"}),
+        ("agegender/evaluate/metrics.py", {"evaluate"}),
         ("agegender/report/comparison.py", {"report"}),  # a report section: the report only
     ],
 )

@@ -70,7 +70,8 @@ def test_every_module_is_short_and_every_subpackage_says_what_it_is_for():
     assert not long, f"modules over {MAX_LINES} lines: {long}"
     for name in SUBPACKAGES:
         doc = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text()))
-        assert doc and "import" in doc, f"agegender/{name}/__init__.py: say what it may import"
+        where = f"agegender/{name}/__init__.py"
+        assert doc and "import" in doc.lower(), f"{where}: say what it may import"
     core = [p.stem for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
     assert set(core) >= {"params", "layout", "errors", "files", "data"}, core
 

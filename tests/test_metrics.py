@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from agegender.data import Split
-from agegender.inference import combine, ensemble_weights
-from agegender.metrics import METRIC_KEYS, breakdown, scores
+from agegender.evaluate.inference import combine, ensemble_weights
+from agegender.evaluate.metrics import METRIC_KEYS, breakdown, scores
 
 
 def test_scores_match_hand_computed_values():

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 from agegender import params as P
-from agegender.backbones import BACKBONES
 from agegender.data import load_split
 from agegender.errors import UserError
-from agegender.inference import load
+from agegender.evaluate.inference import load
 from agegender.layout import MODEL_A, MODEL_B
-from agegender.model_a import build_model_a
-from agegender.model_b import backbone_of, build_model_b, unfreeze_top
-from agegender.training import Trainer, compile_model, setup
+from agegender.models.backbones import BACKBONES
+from agegender.models.model_a import build_model_a
+from agegender.models.model_b import backbone_of, build_model_b, unfreeze_top
+from agegender.training.loop import Trainer, setup
+from agegender.training.objective import compile_model
 from tests.conftest import ROOT, SHARED_WEIGHTS, SMALL, write_params
 
 
@@ -176,7 +177,7 @@ def test_cached_imagenet_weights_load_at_any_size(tmp_path, monkeypatch):
 
 
 def _assert_learned(folder, split, model_path):
-    from agegender.inference import predict
+    from agegender.evaluate.inference import predict
 
     model = load(model_path)
     pred = predict(model, split.images, 64, flips=(False,))[False]
@@ -236,8 +237,8 @@ def test_jax_backend_trains_a_step(tmp_path):
     pytest.importorskip("jax")
     code = (
         "import numpy as np, keras; from agegender import params as P; "
-        "from agegender.model_a import build_model_a; "
-        "from agegender.training import compile_model; "
+        "from agegender.models.model_a import build_model_a; "
+        "from agegender.training.objective import compile_model; "
         "p = P.load('params.yaml'); m = build_model_a(p.model_a, 32, 0); "
         "compile_model(m, p.model_a.fit, p.model_a.loss, 1); "
         "x = np.zeros((4, 32, 32, 3), np.uint8); "

@@ -63,9 +63,7 @@ def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
 def out_hashes(repo) -> dict[str, str]:
     """{output path: md5} of every stage's outs in dvc.lock."""
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    return {
-        out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", [])
-    }
+    return {out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", [])}
 
 
 @pytest.mark.slow

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agegender import predict
 from agegender.errors import UserError
+from agegender.evaluate.inference import load
+from agegender.evaluate.inference import predict as evaluate_predict
 from agegender.images import decode
-from agegender.inference import load
-from agegender.inference import predict as evaluate_predict
+from agegender.serve import predict
 from tests.synthetic import draw_face, jpeg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,7 +206,7 @@ def test_faces_are_found_by_default_and_no_face_is_never_a_guess(model_b, tmp_pa
 
 
 def test_a_missing_detector_is_one_line(monkeypatch, model_b):
-    from agegender import faces
+    from agegender.serve import faces
 
     monkeypatch.setattr(faces, "DETECTOR", ("no_such_package", "model.tflite"))
     monkeypatch.setattr(faces, "_loaded", [])
@@ -275,9 +275,9 @@ def test_export_keeps_the_saved_model_when_tflite_fails(model_b, tmp_path, capsy
 
 
 def test_console_entry_point(faces_folder, model_b):
-    """agegender.cli:main (what the agegender-predict script runs): exit status 0, and only
+    """agegender.serve.cli:main (what the agegender-predict script runs): exit status 0, and only
     its own lines on stderr, none of TensorFlow's start-up chatter."""
-    code = "import sys; from agegender.cli import main; main(sys.argv[1:])"
+    code = "import sys; from agegender.serve.cli import main; main(sys.argv[1:])"
     result = subprocess.run(
         [
             sys.executable,
@@ -303,7 +303,7 @@ def test_console_entry_point(faces_folder, model_b):
 def test_help_answers_without_importing_tensorflow():
     code = (
         "import sys\n"
-        "from agegender.cli import main\n"
+        "from agegender.serve.cli import main\n"
         "try:\n"
         "    main(['--help'])\n"
         "except SystemExit:\n"

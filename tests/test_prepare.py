@@ -7,7 +7,7 @@ import pytest
 
 from agegender.data import load_split
 from agegender.errors import UserError
-from agegender.table import FileTable
+from agegender.prepare.table import FileTable
 from stages import prepare
 from tests.conftest import REAL_ARCHIVE, SMALL, md5s, write_params
 from tests.synthetic import QUIRKS

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from agegender import params as P
-from agegender.model_b import backbone_of, build_model_b, unfreeze_top
+from agegender.models.model_b import backbone_of, build_model_b, unfreeze_top
 from agegender.typed_yaml import set_dotted
 from tests.conftest import ROOT
 
@@ -28,7 +28,7 @@ def test_readme_lists_the_four_recipes():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.split("backbone=")[-1].split()[0])
 def test_recipe_builds_and_trains_a_step(recipe, tmp_path):
-    from agegender.training import compile_model
+    from agegender.training.objective import compile_model
 
     args = shlex.split(recipe)
     overrides = [args[i + 1] for i, a in enumerate(args) if a == "-S"]

@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agegender import archive, decoding, files, store
+from agegender import files
 from agegender import params as P
-from agegender.archive import read_source
 from agegender.errors import UserError
 from agegender.files import atomic_path, clean_stale_temps, write_text
-from agegender.table import FileTable
+from agegender.prepare import archive, decoding, store
+from agegender.prepare.archive import read_source
+from agegender.prepare.table import FileTable
 from stages import prepare
 from tests.conftest import ROOT, SMALL, md5s, write_params
 from tests.synthetic import draw_face, faces, jpeg
@@ -109,7 +110,7 @@ def test_signals_wait_until_the_new_set_is_in(tmp_path, monkeypatch):
 def test_workers_die_with_a_killed_parent():
     script = (
         "import os, time\n"
-        "from agegender.decoding import worker_pool\n"
+        "from agegender.prepare.decoding import worker_pool\n"
         "pool = worker_pool(2)\n"
         "pool.submit(os.getpid).result()\n"
         "print(*pool._processes, flush=True)\n"

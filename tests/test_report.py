@@ -162,7 +162,8 @@ def test_flip_table_equals_both_json_files(project, markdown):
 @pytest.mark.parametrize("model,phases", [("model_a", ["fit"]), ("model_b", ["phase1", "phase2"])])
 def test_training_tables_equal_training_metrics(project, markdown, model, phases):
     train = read_json(project, f"{TRAINED[model].live_dir.as_posix()}/metrics.json")
-    rows = {row[0]: row for row in one_table(markdown, f"{MODELS[model].label}: training phases")[1:]}
+    table = one_table(markdown, f"{MODELS[model].label}: training phases")
+    rows = {row[0]: row for row in table[1:]}
     for phase, block in [*((p, train[p]) for p in phases), ("best weights", train["best"])]:
         _, epochs, loss, accuracy, mae = rows[phase]
         assert same(loss, block["val_loss"])
@@ -363,8 +364,8 @@ def test_a_third_model_in_the_registry_reaches_every_table(monkeypatch):
     """Adding a model is one entry in layout.MODELS: the report's comparison, flip and
     winner tables, the README's results table and reports/metrics.json all pick it up."""
     from agegender import layout
+    from agegender.evaluate.metrics import compared
     from agegender.metric_table import SCORES as ALL
-    from agegender.metrics import compared
     from agegender.report.comparison import comparison_table, flip_table
     from scripts import readme_results
 

@@ -47,7 +47,7 @@ import sys
 from tests.conftest import SMALL, write_params
 from pathlib import Path
 from agegender.files import save_model
-from agegender.model_a import build_model_a
+from agegender.models.model_a import build_model_a
 params = write_params(Path(sys.argv[2]), SMALL)
 import keras
 keras.utils.set_random_seed(0)
@@ -60,9 +60,7 @@ def test_a_saved_model_has_the_same_bytes_in_every_process(tmp_path):
     two processes saving the same model must still write the same bytes."""
     paths = [tmp_path / "one.keras", tmp_path / "two.keras"]
     for path in paths:
-        subprocess.run(
-            [sys.executable, "-c", SAVE, str(path), str(tmp_path)], cwd=ROOT, check=True
-        )
+        subprocess.run([sys.executable, "-c", SAVE, str(path), str(tmp_path)], cwd=ROOT, check=True)
     first, second = (p.read_bytes() for p in paths)
     assert first == second
     with zipfile.ZipFile(paths[0]) as saved:

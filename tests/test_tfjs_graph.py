@@ -23,9 +23,9 @@ import pytest
 from PIL import Image
 
 from agegender import params as P
-from agegender import tfjs_graph
 from agegender.errors import UserError
-from agegender.model_b import CAFFE_MEAN_BGR, build_model_b, face_backbone
+from agegender.models import tfjs_graph
+from agegender.models.model_b import CAFFE_MEAN_BGR, build_model_b, face_backbone
 from tests.conftest import REAL_ARCHIVE, SHARED_WEIGHTS, write_params
 from tests.tfjs_reference import run_graph
 

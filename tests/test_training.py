@@ -11,26 +11,19 @@ import keras
 import numpy as np
 import pytest
 
-from agegender import training
-from agegender.augment import RandomAffine
 from agegender.data import Split, load_split
 from agegender.errors import UserError
-from agegender.heads import copy_weights
 from agegender.labels import MAX_AGE
-from agegender.model_a import build_model_a
-from agegender.model_b import adapt_batch_norm, backbone_of, build_model_b, unfreeze_top
+from agegender.models.augment import RandomAffine
+from agegender.models.heads import copy_weights
+from agegender.models.model_a import build_model_a
+from agegender.models.model_b import adapt_batch_norm, backbone_of, build_model_b, unfreeze_top
 from agegender.params import Loader, ParamsError
-from agegender.training import (
-    Batches,
-    Trainer,
-    age_distribution,
-    cached_features,
-    compile_model,
-    distilled,
-    dldl_loss,
-    resized,
-    size_schedule,
-)
+from agegender.training import features
+from agegender.training.batches import Batches, resized, size_schedule
+from agegender.training.features import cached_features
+from agegender.training.loop import Trainer
+from agegender.training.objective import age_distribution, compile_model, distilled, dldl_loss
 from tests.conftest import ROOT
 from tests.test_models import images, small_params
 
@@ -203,7 +196,7 @@ def test_ctrl_c_removes_the_training_scratch_folder(tmp_path):
         "import os, signal, keras, numpy as np\n"
         "from agegender.data import Split\n"
         "from agegender.errors import run\n"
-        "from agegender.training import Trainer\n"
+        "from agegender.training.loop import Trainer\n"
         "def main():\n"
         "    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])\n"
         "    z = np.zeros(2)\n"
@@ -293,7 +286,7 @@ def test_dldl_loss_on_a_distribution_equals_the_loss_on_its_age():
 
 def test_teacher_none_writes_the_same_empty_bytes_and_a_stale_teacher_stops(project):
     from agegender.layout import TEACHER
-    from agegender.training import load_teacher
+    from agegender.training.objective import load_teacher
     from stages import teach
 
     teach.main()
@@ -407,8 +400,8 @@ import hashlib, sys
 import numpy as np
 from agegender import params as P
 from agegender.data import load_split
-from agegender.model_a import build_model_a
-from agegender.training import Trainer, setup
+from agegender.models.model_a import build_model_a
+from agegender.training.loop import Trainer, setup
 params = P.load()
 setup(0, params.train)
 train, val = load_split("train", sys.argv[1]), load_split("val", sys.argv[1])
@@ -452,12 +445,12 @@ def test_streamed_features_are_memory_mapped_and_equal_the_in_memory_ones(
     """train.loader stream: phase 1's features go to files beside data/features, a block at a
     time, and hold the same numbers as the arrays loader's (mirrored faces after the rest)."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(training, "FEATURE_BLOCK", 48)  # several blocks, the last one short
+    monkeypatch.setattr(features, "FEATURE_BLOCK", 48)  # several blocks, the last one short
     train, val = load_split("train", prepared_synthetic), load_split("val", prepared_synthetic)
     pixels = keras.Input((32, 32, 3))
     extractor = keras.Model(pixels, keras.layers.GlobalAveragePooling2D()(pixels))
-    features = keras.Input((3,))
-    head = keras.Model(features, {"gender": keras.layers.Dense(1)(features)})
+    pooled = keras.Input((3,))
+    head = keras.Model(pooled, {"gender": keras.layers.Dense(1)(pooled)})
     got = {}
     for kind in ("arrays", "stream"):
         loader = Loader(kind=kind, workers=1)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agegender.archive import read_source
 from agegender.errors import UserError
 from agegender.images import decode
 from agegender.labels import UNKNOWN_RACE, age_bucket, parse_name
+from agegender.prepare.archive import read_source
 from tests.synthetic import draw_face, jpeg
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
 
-from agegender import tfjs_graph
+from agegender.models import tfjs_graph
 
 
 def run_graph(json_path, images: np.ndarray, outputs: list[str]) -> list[np.ndarray]:

@@ -5,4 +5,7 @@ wrote. The document is one list of blocks (document.py); report.md is their Mark
 report.html markdown-it's rendering of it, so the two cannot disagree. Face thumbnails
 (UTKFace pixels) go only into the HTML and reports/figures, which DVC caches: report.md is
 committed to git and must never hold a face.
+
+Imports the core, evaluate (scores, loading a model for its layer table) and models (the
+backbone registry's names); never training: the report reads what training wrote.
 """

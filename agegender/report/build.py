@@ -6,9 +6,9 @@ from __future__ import annotations
 import matplotlib
 
 from agegender import params as P
-from agegender.backbones import BACKBONES
 from agegender.files import write_text
 from agegender.layout import CHARTS, FIGURES, MODEL_A, MODEL_B, REPORT_HTML, REPORT_MD
+from agegender.models.backbones import BACKBONES
 from agegender.report.comparison import comparison_section, winner_sentence
 from agegender.report.data_section import data_section
 from agegender.report.document import Block, Bullets, Figure, Heading, Text, to_html, to_markdown

@@ -22,7 +22,7 @@ def model_section(
 ) -> list[Block]:
     """`setup` is the model's setup table; `scores` its metrics.json block; `train` the
     DVCLive metrics.json of its training stage."""
-    from agegender.inference import load  # keras: imported only when a model is loaded
+    from agegender.evaluate.inference import load  # keras: imported only when a model is loaded
 
     network = load(str(model.file))
     phases = model.phases

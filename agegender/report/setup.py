@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agegender.backbones import BACKBONES, pretrained_weights
 from agegender.labels import MAX_AGE
 from agegender.layout import MODEL_B
+from agegender.models.backbones import BACKBONES, pretrained_weights
 from agegender.params import Fit, ModelA, ModelB
 from agegender.report.document import Block, Heading, Table, Text
 

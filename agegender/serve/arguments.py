@@ -10,7 +10,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="agegender-predict",
         description="Predict age and gender for image files, folders or a list on stdin.",
-        epilog="Python: from agegender.api import analyze (see the README).",
+        epilog="Python: from agegender.serve.api import analyze (see the README).",
     )
     parser.add_argument("inputs", nargs="*", help="image files, folders, or - for paths on stdin")
     parser.add_argument(

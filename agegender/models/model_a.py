@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from agegender.heads import outputs, pixels_in
+from agegender.models.heads import outputs, pixels_in
 from agegender.params import ModelA
 
 # Keras's default 0.99 averages over ~100 steps, longer than the weights stay put at a high

@@ -1,0 +1,3 @@
+"""Serving: `agegender-predict` and the Python API, face detection, export. Imports the core,
+evaluate (loading and prediction) and models; never training.
+"""
