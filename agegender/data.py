@@ -41,7 +41,9 @@ ARRAYS = tuple(f.name for f in fields(Split))  # one .npy each per split
 def load_split(name: str, folder: Path = PREPARED) -> Split:
     path = Path(folder) / name
     if not path.is_dir():
-        raise UserError(f"{path}: not found; run `dvc repro prepare` (or `dvc pull`) first")
+        raise UserError(
+            f"{path}: not found; run `dvc repro prepare` (or `dvc pull` from a DVC remote) first"
+        )
     arrays = {}
     for key in ARRAYS:
         try:

@@ -218,3 +218,26 @@ def atomic_folder(path: Path | str) -> Iterator[Path]:
         staged.commit()
     finally:
         shutil.rmtree(staged.tmp, ignore_errors=True)
+
+
+MAX_DEPTH = 64  # folders nested deeper than this are refused, not walked
+
+
+def walk_files(folder: Path | str) -> list[Path]:
+    """Every non-folder entry under `folder`, sorted. Iterative (a folder 1,000 levels deep
+    would overflow a recursive walk) with a depth limit; linked folders are not entered."""
+    found, todo = [], [(Path(folder), 0)]
+    while todo:
+        current, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise UserError(
+                f"{current}: folders nested over {MAX_DEPTH} levels deep; move the images "
+                f"into a shallower folder"
+            )
+        with os.scandir(current) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    todo.append((Path(entry.path), depth + 1))
+                else:
+                    found.append(Path(entry.path))
+    return sorted(found)

@@ -7,6 +7,9 @@ import io
 import numpy as np
 from PIL import Image
 
+# PIL refuses images over twice this many pixels (DecompressionBombError): 40 megapixels,
+# so a 12000x12000 PNG (144 MP, 700 MB decoded) is unreadable rather than a memory spike.
+Image.MAX_IMAGE_PIXELS = 20_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 

@@ -18,8 +18,11 @@ UNKNOWN_RACE = -1
 MAX_AGE = 120
 AGE_BUCKETS = ["0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+"]
 
-_CANONICAL = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d{17})\.jpg\.chip\.jpg$")
-_LEADING = re.compile(r"^(\d+)_(\d+)_(.*)$")
+# ASCII digits only, as UTKFace writes them: \d would take Arabic-Indic or fullwidth digits,
+# and an age or gender of more than 3 digits is no label (20 digits overflowed SQLite).
+_CANONICAL = re.compile(r"^([0-9]{1,3})_([0-9]{1,3})_([0-9])_([0-9]{17})\.jpg\.chip\.jpg$")
+_LEADING = re.compile(r"^([0-9]{1,3})_([0-9]{1,3})_(.*)$", re.DOTALL)
+MAX_NAME = 255  # a file name's limit on common file systems; longer ones are malformed
 
 
 @dataclass(frozen=True)
@@ -33,23 +36,26 @@ class Labels:
 
 def parse_name(name: str) -> Labels:
     """Labels from a UTKFace file name (the base name, no folder)."""
+    if len(name) > MAX_NAME:  # every split row would take its width in names.npy
+        return Labels(None, None, UNKNOWN_RACE, f"name over {MAX_NAME} characters", False)
     match = _CANONICAL.match(name)
     if match:
         age, gender, race = (int(g) for g in match.groups()[:3])
         return _checked(age, gender, race, "")
     match = _LEADING.match(name)
     if not match:
-        return Labels(None, None, UNKNOWN_RACE, "name does not start with {age}_{gender}_", False)
+        problem = "name does not start with {age}_{gender}_ (1-3 ASCII digits each)"
+        return Labels(None, None, UNKNOWN_RACE, problem, False)
     age, gender, rest = int(match.group(1)), int(match.group(2)), match.group(3)
     fields = rest.split("_")
     problems = []
     race = UNKNOWN_RACE
-    if len(fields) >= 2 and fields[0].isdigit() and len(fields[0]) == 1:
+    if len(fields) >= 2 and re.fullmatch("[0-9]", fields[0]):
         race, stamp = int(fields[0]), fields[1]
     else:
         problems.append("no race field")
         stamp = fields[0]
-    digits = re.match(r"\d*", stamp).group(0)  # type: ignore[union-attr]
+    digits = re.match("[0-9]*", stamp).group(0)  # type: ignore[union-attr]
     suffix = stamp[len(digits) :]
     if len(digits) != 17:
         problems.append(f"{len(digits)}-digit timestamp")

@@ -17,6 +17,8 @@ PREPARED = Path("data/prepared")  # stage prepare: data/prepared/<split>/<array>
 SUMMARY = PREPARED / "summary.json"
 FACES_CSV = PREPARED / "faces.csv"
 
+# stage predict@KEY: one model's (N, 2) age and P(female) per split, with and without flip
+PREDICTED = Path("data/predictions")
 TEACHER = Path("data/teacher")  # stage teach: model B's age.npy and gender.npy on train
 # train_b under train.loader stream: phase 1's backbone features, memory-mapped; a scratch
 # folder beside this name (.features.<pid>.*), removed when the stage ends
@@ -29,6 +31,9 @@ EVAL = Path("reports/eval")
 SCORE_FILES = {True: EVAL / "scores_flip.json", False: EVAL / "scores_no_flip.json"}
 ENVIRONMENT = EVAL / "environment.json"  # CPU, backend, threads and library versions of the run
 ENSEMBLE_WEIGHTS = EVAL / "ensemble.json"  # each model's weight per task, chosen on val
+# Each model's age range and gender temperature, fitted on val; the predictor applies them
+CALIBRATION = EVAL / "calibration.json"
+TRUST = EVAL / "trust.json"  # on test: range coverage, calibration error, bootstrap intervals
 BREAKDOWN = EVAL / "breakdown.csv"
 PREDICTIONS = EVAL / "predictions.csv"
 
@@ -84,3 +89,13 @@ def focus_split(test_faces: int) -> str:
 def buckets_csv(model: str) -> Path:
     """Evaluate's per-age-bucket scores of one model (dvc.yaml plots them side by side)."""
     return EVAL / f"{model}_buckets.csv"
+
+
+def predictions_dir(model: str) -> Path:
+    """Stage predict@MODEL's output folder (dvc.yaml: data/predictions/${key})."""
+    return PREDICTED / model
+
+
+def prediction_file(split: str, flip: bool, model: str = "") -> Path:
+    """One split's predictions of one model, averaged with the mirrored face's or not."""
+    return predictions_dir(model) / f"{split}_{'flip' if flip else 'plain'}.npy"

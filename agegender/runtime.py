@@ -11,9 +11,13 @@ machine of the same CPU model train the same bytes. README: Reproducibility.
 from __future__ import annotations
 
 import os
+import sys
 
 from agegender import params as P
 from agegender.errors import UserError
+from agegender.quiet import filter_native_noise
+
+VIRTUAL_PER_CORE = 8
 
 
 def configure(path: str | os.PathLike = P.PARAMS_FILE) -> P.Train | None:
@@ -23,6 +27,9 @@ def configure(path: str | os.PathLike = P.PARAMS_FILE) -> P.Train | None:
     A missing or bad params.yaml does nothing here: the stage's main() loads it again and
     says what is wrong in one line.
     """
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if main is not None and main.name.startswith("stages."):  # a stage, not a test importing it
+        filter_native_noise()  # TensorFlow's start-up and tf.data notices off the log
     try:
         train = P.load(path).train
     except UserError:
@@ -33,7 +40,10 @@ def configure(path: str | os.PathLike = P.PARAMS_FILE) -> P.Train | None:
     # TensorFlow's intra-op pool (oneDNN and Eigen split each op over it) and inter-op pool
     os.environ["TF_NUM_INTRAOP_THREADS"] = threads
     os.environ["TF_NUM_INTEROP_THREADS"] = threads
-    if d.backend == "jax" and d.devices > 1:
+    # Virtual CPU devices cost memory each (1,000 took 8 GB): past VIRTUAL_PER_CORE per core
+    # none are made, and distribute.start() says in one line that the machine lacks them.
+    virtual_ok = d.devices <= VIRTUAL_PER_CORE * (os.cpu_count() or 1)
+    if d.backend == "jax" and d.devices > 1 and virtual_ok:
         flags = os.environ.get("XLA_FLAGS", "")
         if "xla_force_host_platform_device_count" not in flags:
             flag = f"--xla_force_host_platform_device_count={d.devices}"

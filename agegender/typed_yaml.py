@@ -164,3 +164,5 @@ def read_yaml(path: Path) -> object:
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ParamsError(f"{path}{where}: not valid YAML ({problem})") from None
+    except RecursionError:  # [[[[...]]]] hundreds deep: params are a few levels at most
+        raise ParamsError(f"{path}: nested too deeply to be params; restore it from git") from None

@@ -24,7 +24,7 @@ from pathlib import Path
 from agegender import layout
 from agegender.layout import TRAINED
 
-README = Path("README.md")
+README = Path("docs/ablations.md")  # the table between its ablations markers
 FOLDER = Path("reports/ablations")
 MODEL_OF_STAGE = {model.stage: key for key, model in TRAINED.items()}
 SHORT = {key: model.metrics_key for key, model in TRAINED.items()}  # blocks of metrics.json

@@ -65,5 +65,13 @@ def share_roundtrip(repo: Path, work: Path) -> list[str]:
         if (clone / model).read_bytes() != (repo / model).read_bytes():
             raise RuntimeError(f"{model.name} differs after dvc pull")
         log.append(f"# {model.name}: byte-identical in the clone")
+    # The model registry: a version tag in GTO's format, then `dvc artifacts get`.
+    git("tag", "-a", "age-gender-b@v0.1.0", "-m", "Registering age-gender-b v0.1.0", cwd=repo)
+    got = work / "artifact.keras"
+    run("dvc", "artifacts", "get", str(repo), "age-gender-b", "--remote-config",
+        f"url={store}", "-o", str(got), cwd=work)  # fmt: skip
+    if got.read_bytes() != (repo / TRAINED["model_b"].file).read_bytes():
+        raise RuntimeError("dvc artifacts get: not the committed model B")
+    log.append("# dvc artifacts get: the committed model B, byte-identical")
     sh("dvc", "remote", "remove", "--local", "share", cwd=repo)
     return log

@@ -90,7 +90,7 @@ def project(tmp_path, monkeypatch, synthetic_archive):
 
 
 def _run_stages(folder: Path, archive: Path, stages: list) -> Path:
-    """Run stage modules' main() in `folder`, a scratch project with the SMALL params."""
+    """Run stages (their main functions) in `folder`, a scratch project with SMALL params."""
     (folder / "data" / "raw").mkdir(parents=True)
     shutil.copy(archive, folder / "data" / "raw" / "synthetic.tar.gz")
     write_params(folder, SMALL)
@@ -98,7 +98,7 @@ def _run_stages(folder: Path, archive: Path, stages: list) -> Path:
     os.chdir(folder)
     try:
         for stage in stages:
-            stage.main()
+            stage()
     finally:
         os.chdir(cwd)
     return folder
@@ -110,18 +110,26 @@ def prepared_synthetic(tmp_path_factory, synthetic_archive) -> Path:
     from stages import prepare
 
     folder = tmp_path_factory.mktemp("prepared_project")
-    return _run_stages(folder, synthetic_archive, [prepare]) / "data" / "prepared"
+    return _run_stages(folder, synthetic_archive, [prepare.main]) / "data" / "prepared"
 
 
 @pytest.fixture(scope="session")
 def small_pipeline(tmp_path_factory, synthetic_archive) -> Path:
-    """A project folder where prepare, train_b, teach, train_a and evaluate have run on the
-    synthetic sample with tiny settings (in-process, about a minute). Returns the folder;
-    read-only."""
-    from stages import evaluate, prepare, teach, train_a, train_b
+    """A project folder where every stage but the report has run on the synthetic sample with
+    tiny settings (in-process, about a minute). Returns the folder; read-only."""
+    from stages import evaluate, predict, prepare, teach, train_a, train_b
 
     folder = tmp_path_factory.mktemp("small_pipeline")
-    return _run_stages(folder, synthetic_archive, [prepare, train_b, teach, train_a, evaluate])
+    stages = [
+        prepare.main,
+        train_b.main,
+        lambda: predict.main("model_b"),
+        teach.main,
+        train_a.main,
+        lambda: predict.main("model_a"),
+        evaluate.main,
+    ]
+    return _run_stages(folder, synthetic_archive, stages)
 
 
 def md5s(folder: Path) -> dict[str, str]:

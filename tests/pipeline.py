@@ -99,11 +99,23 @@ def _weights_cached() -> bool:
     return all((cache / name).is_file() for name in tfjs_graph.SHA256)
 
 
+def dvc_stages(repo: Path) -> dict[str, dict]:
+    """dvc.yaml's stages as DVC runs them: a `foreach` stage becomes one per item (name@key)."""
+    found = {}
+    for name, spec in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" not in spec:
+            found[name] = spec
+            continue
+        for key, item in spec["foreach"].items():
+            text = yaml.safe_dump(spec["do"]).replace("${key}", key).replace("${item}", item)
+            found[f"{name}@{key}"] = yaml.safe_load(text)
+    return found
+
+
 def declared_outputs(repo: Path) -> list[Path]:
     """Every out, metric and plot file the stages of dvc.yaml declare."""
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     paths = []
-    for stage in stages.values():
+    for stage in dvc_stages(repo).values():
         for kind in ("outs", "metrics", "plots"):
             for entry in stage.get(kind, []):
                 paths.append(repo / (entry if isinstance(entry, str) else next(iter(entry))))

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.pipeline import dvc_stages
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("agegender", "stages")
 
@@ -63,12 +65,12 @@ def closure(start: Path) -> set[Path]:
 
 
 def stages() -> dict[str, dict]:
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return dvc_stages(ROOT)
 
 
 def needed(spec: dict) -> set[str]:
     """The project files a stage's command runs, as dvc.yaml spells deps."""
-    entry = module_file(spec["cmd"].removeprefix("python -m "))
+    entry = module_file(spec["cmd"].removeprefix("python -m ").split()[0])
     assert entry is not None, f"cmd {spec['cmd']!r} is not `python -m stages.NAME`"
     files = {str(p.relative_to(ROOT)) for p in closure(entry)}
     return files - {"stages/__init__.py"}  # its docstring only; nothing a stage computes
@@ -122,6 +124,7 @@ def test_artifacts_are_the_trained_models():
         ("agegender/images.py", {"prepare"}),
         ("agegender/prepare/store.py", {"prepare"}),
         ("agegender/evaluate/metrics.py", {"evaluate"}),
+        ("agegender/evaluate/inference.py", {"predict@model_a", "predict@model_b", "report"}),
         ("agegender/report/comparison.py", {"report"}),  # a report section: the report only
     ],
 )

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from agegender.data import Split
-from agegender.evaluate.inference import combine, ensemble_weights
+from agegender.evaluate.ensemble import combine, ensemble_weights
 from agegender.evaluate.metrics import METRIC_KEYS, breakdown, scores
 
 

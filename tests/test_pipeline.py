@@ -2,12 +2,16 @@
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import yaml
 
-from scripts.repo import git, sh, share_roundtrip
-from tests.pipeline import SAMPLE, check_outputs, make_repo
+from scripts.repo import ENV, git, sh, share_roundtrip
+from tests.pipeline import SAMPLE, check_outputs, declared_outputs, make_repo
 
 
 @pytest.mark.slow
@@ -42,6 +46,7 @@ def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
 
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "results", cwd=repo)
+    a_failed_run_keeps_every_output(repo)
     committed = (repo / "reports" / "metrics.json").read_text()
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw["evaluate"]["flip_tta"] = not raw["evaluate"]["flip_tta"]
@@ -58,6 +63,48 @@ def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
     git("commit", "-qm", "evaluate without flip", cwd=repo)
     log = "\n".join(share_roundtrip(repo, tmp_path))
     assert "age_gender_A.keras: byte-identical" in log and "age_gender_B.keras" in log
+    assert "dvc artifacts get: the committed model B, byte-identical" in log
+
+
+def a_failed_run_keeps_every_output(repo) -> None:
+    """Bad params, Ctrl-C and kill -9 during train_a: every output file keeps its bytes
+    (outputs are `persist: true` and written atomically) and `dvc status` says what it said."""
+    before = file_hashes(repo)
+    params = repo / "params.yaml"
+    good = params.read_text()
+    raw = yaml.safe_load(good)
+    raw["model_a"]["fit"]["epochs"] = -1
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    failed = sh("dvc", "repro", cwd=repo, check=False)
+    assert failed.returncode != 0 and "model_a.fit.epochs" in failed.stdout + failed.stderr
+    assert file_hashes(repo) == before
+    raw["model_a"]["fit"]["epochs"] = 100  # long enough to be interrupted mid-training
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        command = [sys.executable, "-m", "dvc", "repro", "-s", "train_a"]
+        run = subprocess.Popen(
+            command, cwd=repo, env={**ENV, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+        for line in run.stdout:  # wait until training has begun
+            if "Epoch 2/" in line:
+                break
+        os.killpg(run.pid, sig)
+        run.communicate(timeout=120)
+        assert run.returncode != 0, sig
+        assert file_hashes(repo) == before, f"{sig.name} changed outputs"
+    params.write_text(good)
+    assert "up to date" in sh("dvc", "status", cwd=repo).stdout
+
+
+def file_hashes(repo) -> dict[str, str]:
+    """{file: md5} of every file under the declared outputs (models, folders, reports)."""
+    found = {}
+    for out in declared_outputs(repo):
+        for path in [out] if out.is_file() else sorted(out.rglob("*")):
+            if path.is_file():
+                found[str(path.relative_to(repo))] = hashlib.md5(path.read_bytes()).hexdigest()
+    return found
 
 
 def out_hashes(repo) -> dict[str, str]:

@@ -28,7 +28,7 @@ from agegender.report import build as report
 from agegender.report.comparison import winner_sentence
 from agegender.report.document import Figure, Heading, Table, Text, to_html, to_markdown
 from agegender.report.reproduce import lock_rows
-from agegender.report.text import fmt, fmt_gap, join
+from agegender.report.text import fmt, fmt_gap
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -195,7 +195,8 @@ def test_winner_sentences_follow_the_numbers(project, markdown):
     line = next(line for line in markdown.splitlines() if line.startswith("- Age: "))
     winners = [MODELS[m].name for m in MODELS if values[m] == best]
     if len(winners) < len(values):
-        assert line.startswith(f"- Age: {join(winners)} ")
+        assert line.startswith(f"- Age: {winners[0]} has the best age MAE")
+        assert line.count("95 % interval") == len(values) - 1  # every gap has its interval
 
 
 def test_markdown_holds_no_face_pixels(project, markdown):
@@ -269,18 +270,22 @@ def scores(accuracy: float | None, mae: float | None) -> dict:
     return {"test": {"gender_accuracy": accuracy, "age_mae": mae, "n": 10}}
 
 
-def test_winner_sentence_names_the_winner_and_the_margins():
+def test_winner_sentence_names_the_winner_and_the_margins_with_intervals():
     metrics = {
         "model_a": scores(0.9, 6.5),
         "model_b": scores(0.92, 5.25),
         "ensemble": scores(0.92, 5.5),
     }
-    age = winner_sentence(metrics, "test", "age_mae", "Age")
-    assert age.startswith("Age: model B is best on the test split, age MAE 5.250 years")
-    assert "the ensemble by 0.250 years (5.500)" in age and "model A by 1.250 years" in age
+    differences = {
+        "model_b - model_a": {"age_mae": {"value": -1.25, "low": -1.5, "high": -1.0}},
+        "ensemble - model_b": {"age_mae": {"value": 0.25, "low": -0.1, "high": 0.6}},
+    }
+    age = winner_sentence(metrics, "test", "age_mae", "Age", differences)
+    assert age.startswith("Age: model B has the best age MAE on the test split, 5.250 years")
+    assert "model A by 1.250 years (6.500, 95 % interval +1.00 to +1.50 years)" in age
+    assert "the ensemble by 0.250 years (5.500, indistinguishable on this split" in age
     gender = winner_sentence(metrics, "test", "gender_accuracy", "Gender")
-    assert gender.startswith("Gender: model B and the ensemble tie for best")
-    assert "model A by 2.00 points (90.00%)" in gender
+    assert "model A by 2.00 points (90.00%, no interval)" in gender  # never a bare winner
 
 
 def test_winner_sentence_with_a_full_tie_or_no_values():

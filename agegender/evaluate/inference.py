@@ -3,15 +3,17 @@ CLI and the benchmarks, so all three compute the same numbers the same way."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import warnings
 import zipfile
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from agegender.errors import UserError
+
+if TYPE_CHECKING:
+    import keras
 
 
 def load(path: str) -> keras.Model:
@@ -19,11 +21,13 @@ def load(path: str) -> keras.Model:
     if not os.path.isfile(path):
         raise UserError(
             f"{path}: no such model; train it with `dvc repro` (train_a / train_b) or fetch it "
-            f"with `dvc pull`"
+            f"with `dvc pull` when the project has a DVC remote"
         )
-    fix = "rebuild it with `dvc repro` or fetch it with `dvc pull`"
+    fix = "rebuild it with `dvc repro` (or `dvc pull` when the project has a DVC remote)"
     if not zipfile.is_zipfile(path):  # Keras would call a truncated file "File not found"
         raise UserError(f"{path}: not a readable Keras file (truncated or not a model); {fix}")
+    import keras  # here, not at the top: `from agegender.api import analyze` stays fast
+
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as error:
@@ -127,45 +131,3 @@ def load_model(path: str):
         model = TFLiteModel(path)
     check_model(model, path)
     return model
-
-
-def ensemble_weights(
-    preds: dict[str, np.ndarray], age: np.ndarray, gender: np.ndarray, step: float = 0.05
-) -> dict[str, dict[str, float]]:
-    """Each model's weight in the ensemble, per task, chosen on the faces given (val).
-
-    Age: the weights with the lowest MAE; gender: those with the lowest log loss (smoother
-    than accuracy on 1,000 faces). Searched over a grid on the simplex, ties to the most even.
-    `preds` maps model -> (N, 2) age and P(female).
-    """
-    keys = list(preds)
-    ticks = np.arange(0, 1 + step / 2, step)
-    grid = [w for w in itertools.product(ticks, repeat=len(keys)) if abs(sum(w) - 1) < 1e-9]
-    grid.sort(key=lambda w: np.ptp(w))  # most even first, so ties keep it
-    stack = np.stack([preds[k] for k in keys])  # (models, N, 2)
-    p = np.clip(stack[:, :, 1], 1e-6, 1 - 1e-6)
-
-    def age_error(w) -> float:
-        return float(np.mean(np.abs(np.tensordot(w, stack[:, :, 0], 1) - age)))
-
-    def gender_loss(w) -> float:
-        q = np.tensordot(w, p, 1)
-        return float(-np.mean(gender * np.log(q) + (1 - gender) * np.log(1 - q)))
-
-    def most_even_best(score) -> tuple:
-        values = [score(w) for w in grid]
-        floor = min(values) + 1e-9 * max(1.0, abs(min(values)))  # float noise is a tie
-        return next(w for w, v in zip(grid, values, strict=True) if v <= floor)
-
-    best = {"age": most_even_best(age_error), "gender": most_even_best(gender_loss)}
-    return {
-        task: {k: round(float(v), 4) for k, v in zip(keys, w, strict=True)}
-        for task, w in best.items()
-    }
-
-
-def combine(preds: dict[str, np.ndarray], weights: dict[str, dict[str, float]]) -> np.ndarray:
-    """(N, 2) ensemble prediction: each task's weighted mean of the models' predictions."""
-    age = sum(weights["age"][k] * preds[k][:, 0] for k in preds)
-    gender = sum(weights["gender"][k] * preds[k][:, 1] for k in preds)
-    return np.stack([age, gender], axis=1).astype("float32")

@@ -85,7 +85,7 @@ def read(json_path: Path | str) -> tuple[dict, dict[str, np.ndarray]]:
         ) from None
     tensors: dict[str, np.ndarray] = {}
     for group in groups:
-        blob = b"".join((json_path.parent / p).read_bytes() for p in group["paths"])
+        blob = _weights_blob(json_path, group)
         offset = 0
         for entry in group["weights"]:
             if entry.get("quantization") or entry["dtype"] not in DTYPES:
@@ -107,6 +107,31 @@ def read(json_path: Path | str) -> tuple[dict, dict[str, np.ndarray]]:
     if unknown:
         raise UserError(f"{json_path}: ops {sorted(unknown)} are not those of a MobileNet")
     return nodes, tensors
+
+
+def _weights_blob(json_path: Path, group: object) -> bytes:
+    """The bytes of one manifest group: its .bin files, back to back, with one clear line
+    for a manifest without paths or weights, or a .bin that is not beside the .json."""
+    if (
+        not isinstance(group, dict)
+        or not isinstance(group.get("paths"), list)
+        or not isinstance(group.get("weights"), list)
+    ):
+        raise UserError(
+            f"{json_path}: a weightsManifest entry without 'paths' and 'weights' lists; "
+            f"not a TensorFlow.js graph model; {HOW_TO_GET}"
+        )
+    parts = []
+    for name in group["paths"]:
+        path = json_path.parent / str(name)
+        try:
+            parts.append(path.read_bytes())
+        except OSError as error:
+            raise UserError(
+                f"{path}: the weights file named by {json_path.name} cannot be read "
+                f"({error.strerror}); put it beside the .json; {HOW_TO_GET}"
+            ) from None
+    return b"".join(parts)
 
 
 def _bn(tensors: dict[str, np.ndarray], name: str, channels: int) -> list[np.ndarray]:

@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 
 from agegender.errors import UserError
+from agegender.files import walk_files
 
 MAX_FILE_BYTES = 20 * 2**20  # a face is a few kB; a bigger file is not read into memory
 ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
@@ -56,6 +57,11 @@ def read_source(source: Path) -> Iterator[Member]:
         )
     if source.is_dir():
         yield from _read_folder(source)
+    elif not source.is_file():  # /dev/zero, a FIFO: reading would never end
+        raise UserError(
+            f"{source}: not a regular file or folder (a device, pipe or socket); set data.raw "
+            f"to the archive or its folder"
+        )
     elif zipfile.is_zipfile(source):
         yield from _read_zip(source)
     elif tarfile.is_tarfile(source):
@@ -78,8 +84,8 @@ def _too_big(size: int) -> str:
 
 def _read_folder(folder: Path) -> Iterator[Member]:
     """Symlinks to files are followed (a DVC or symlink-farm checkout is all links);
-    rglob does not descend into linked folders, so a link cannot loop."""
-    for path in sorted(folder.rglob("*")):
+    linked folders are not descended into, so a link cannot loop."""
+    for path in walk_files(folder):
         if _skipped(path.relative_to(folder).as_posix()) or not path.is_file():
             continue
         try:

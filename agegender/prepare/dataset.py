@@ -17,6 +17,7 @@ from agegender.layout import SPLIT_NAMES
 from agegender.prepare.table import FileTable
 
 STATUSES = ("ok", "malformed", "duplicate", "conflict", "unreadable")
+SHOWN = 5  # names a conflict's reason lists
 
 
 def assign_status(table: FileTable) -> None:
@@ -49,7 +50,10 @@ def assign_status(table: FileTable) -> None:
         if len({row[3:] for row in rows}) == 1:
             marks = [(row[1], "duplicate", f"same image as {names[0]}") for row in rows[1:]]
         else:
-            reason = f"same image, different labels: {', '.join(names)}"
+            # At most SHOWN names in each row's reason: listing a group of N in each of its N
+            # rows made faces.csv quadratic (4,000 copies: 623 MB).
+            more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+            reason = f"same image, different labels: {', '.join(names[:SHOWN])}{more}"
             marks = [(row[1], "conflict", reason) for row in rows]
         table.db.executemany("INSERT INTO marks VALUES (?, ?, ?)", marks)
     table.db.execute(

@@ -23,12 +23,14 @@ from agegender.report.setup import (
     setup_b,
     teacher_phrase,
 )
+from agegender.report.trust_section import trust_section
 
 
 def abstract(params: P.Params, outputs: Outputs) -> list[Block]:
     """What was compared on how many faces, and who won each task."""
     metrics, splits = outputs.metrics, outputs.summary["splits"]
     focus = outputs.focus
+    differences = outputs.trust["intervals"]["differences"]
     return [
         Text(
             f"Two multi-task Keras models predict age (regression, years) and gender (binary) "
@@ -41,8 +43,8 @@ def abstract(params: P.Params, outputs: Outputs) -> list[Block]:
         ),
         Bullets(
             [
-                winner_sentence(metrics, focus, "gender_accuracy", "Gender"),
-                winner_sentence(metrics, focus, "age_mae", "Age"),
+                winner_sentence(metrics, focus, "gender_accuracy", "Gender", differences),
+                winner_sentence(metrics, focus, "age_mae", "Age", differences),
             ]
         ),
         Text(
@@ -84,6 +86,7 @@ def build(params: P.Params) -> tuple[str, list[Block]]:
             train=trains[MODEL_B.key],
         ),
         *comparison_section(outputs, params.report.worst_faces),
+        *trust_section(outputs.trust, outputs.focus),
         *reproduce_section(
             P.PARAMS_FILE.read_text(), a.fit.epochs, b.phase2.learning_rate, outputs.environment
         ),

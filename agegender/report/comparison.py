@@ -9,7 +9,7 @@ from agegender.metric_table import BY_KEY, COMPARED, SCORES
 from agegender.report.document import Block, Bullets, Figure, Heading, Table, Text
 from agegender.report.figures import buckets_figure, scatter_figure
 from agegender.report.inputs import Outputs
-from agegender.report.text import capital, fmt, join, plural
+from agegender.report.text import capital, fmt, interval_phrase, join, plural
 from agegender.report.worst_faces import worst_faces_blocks
 
 SMALL_GROUP = 30  # below this many faces a group's score is mostly noise
@@ -19,6 +19,7 @@ def comparison_section(outputs: Outputs, worst_faces: int) -> list[Block]:
     """`worst_faces`: how many thumbnails to show (HTML only)."""
     metrics, flip = outputs.metrics, outputs.flip
     focus = outputs.focus
+    differences = outputs.trust["intervals"]["differences"]
     breakdown = outputs.breakdown
     frame = breakdown[breakdown.split == focus] if "split" in breakdown else breakdown
     blocks: list[Block] = [
@@ -30,11 +31,12 @@ def comparison_section(outputs: Outputs, worst_faces: int) -> list[Block]:
             [
                 s
                 for s in (
-                    winner_sentence(metrics, focus, "gender_accuracy", "Gender"),
-                    winner_sentence(metrics, focus, "gender_auc", "Gender ranking"),
-                    winner_sentence(metrics, focus, "age_mae", "Age"),
-                    winner_sentence(metrics, focus, "age_within_5", "Age within 5 years"),
-                    ensemble_sentence(metrics, focus),
+                    winner_sentence(metrics, focus, "gender_accuracy", "Gender", differences),
+                    winner_sentence(metrics, focus, "age_mae", "Age", differences),
+                    winner_sentence(
+                        metrics, focus, "age_within_5", "Age within 5 years", differences
+                    ),
+                    ensemble_sentence(metrics, focus, differences),
                     cost_sentence(outputs.trains),
                 )
                 if s
@@ -43,7 +45,8 @@ def comparison_section(outputs: Outputs, worst_faces: int) -> list[Block]:
         Heading(3, "Flip averaging"),
         flip_table(outputs.scores, focus, flip),
     ]
-    sentence = flip_sentence(outputs.scores, focus, flip)
+    flips = outputs.trust["flip_intervals"]["differences"]
+    sentence = flip_sentence(outputs.scores, focus, flip, flips)
     if sentence:
         blocks.append(Text(sentence))
     blocks += [
@@ -86,8 +89,11 @@ def comparison_table(metrics: dict, focus: str) -> Table:
     return Table(["model", *(s.label for s in SCORES)], rows)
 
 
-def winner_sentence(metrics: dict, focus: str, key: str, task: str) -> str:
-    """Which model wins `key` on the focus split and by how much, from the numbers alone."""
+def winner_sentence(
+    metrics: dict, focus: str, key: str, task: str, differences: dict | None = None
+) -> str:
+    """Which model leads `key` on the focus split and by how much, each gap with its paired
+    bootstrap interval (`differences`: trust.json's) so no bare winner is declared."""
     score = BY_KEY[key]
     label, unit, decimals, kind = score.words, score.unit, score.decimals, score.fmt
     values = [(m, metrics[m][focus][key]) for m in MODELS if metrics[m][focus][key] is not None]
@@ -95,23 +101,20 @@ def winner_sentence(metrics: dict, focus: str, key: str, task: str) -> str:
         return f"{task}: no {label} on the {focus} split."
     lower = score.lower_is_better
     values.sort(key=lambda mv: mv[1], reverse=not lower)
-    best = values[0][1]
-    winners = [MODELS[m].name for m, v in values if v == best]
-    if len(winners) == len(values):
+    best_key, best = values[0]
+    if all(v == best for _, v in values):
         return (
             f"{task}: all models reach the same {label}, {fmt(best, kind)}, on the {focus} split."
         )
     scale = 100 if kind == "pct" else 1
-    behind = [
-        f"{MODELS[m].name} by {abs(v - best) * scale:.{decimals}f}{unit} ({fmt(v, kind)})"
+    gaps = [
+        f"{MODELS[m].name} by {abs(v - best) * scale:.{decimals}f}{unit} ({fmt(v, kind)}, "
+        f"{interval_phrase(differences or {}, best_key, m, key, kind).strip('()')})"
         for m, v in values[1:]
-        if v != best
     ]
-    verb = "is best" if len(winners) == 1 else "tie for best"
     return (
-        f"{task}: {join(winners)} {verb} on the {focus} split, {label} {fmt(best, kind)}"
-        f"{unit if unit == ' years' else ''}, "
-        f"ahead of {join(behind)}."
+        f"{task}: {MODELS[best_key].name} has the best {label} on the {focus} split, "
+        f"{fmt(best, kind)}{unit if unit == ' years' else ''}; it leads {join(gaps)}."
     )
 
 
@@ -123,19 +126,24 @@ def change_text(change: float, unit: str, decimals: int) -> str:
     return f"{verb} {{}} by {abs(change):.{decimals}f} {unit}"
 
 
-def ensemble_sentence(metrics: dict, focus: str) -> str:
-    """What averaging buys over the better single model, per task."""
+def ensemble_sentence(metrics: dict, focus: str, differences: dict | None = None) -> str:
+    """What averaging buys over the better single model, per task, with its interval."""
     m = {k: metrics[k][focus] for k in MODELS}
     if any(m[k]["age_mae"] is None for k in MODELS):
         return ""
-    mae = m[ENSEMBLE.key]["age_mae"] - min(m[k]["age_mae"] for k in TRAINED)
-    acc = m[ENSEMBLE.key]["gender_accuracy"] - max(m[k]["gender_accuracy"] for k in TRAINED)
+    by_mae = min(TRAINED, key=lambda k: m[k]["age_mae"])
+    by_acc = max(TRAINED, key=lambda k: m[k]["gender_accuracy"])
+    mae = m[ENSEMBLE.key]["age_mae"] - m[by_mae]["age_mae"]
+    acc = m[ENSEMBLE.key]["gender_accuracy"] - m[by_acc]["gender_accuracy"]
+    d = differences or {}
+    mae_interval = interval_phrase(d, by_mae, ENSEMBLE.key, "age_mae", "3f")
+    acc_interval = interval_phrase(d, by_acc, ENSEMBLE.key, "gender_accuracy", "pct")
     return (
         "Averaging the two models' outputs (the ensemble) "
         + change_text(mae, "years", 3).format("the age MAE")
-        + " relative to the better single model, and "
+        + f" relative to the better single model {mae_interval}, and "
         + change_text(100 * acc, "points", 2).format("gender accuracy")
-        + " relative to the more accurate one."
+        + f" relative to the more accurate one {acc_interval}."
     )
 
 
@@ -169,14 +177,16 @@ def flip_table(scores: dict[bool, dict], focus: str, flip: bool) -> Table:
     return Table(["model", "prediction", *(s.label for s in COMPARED)], rows)
 
 
-def flip_sentence(scores: dict[bool, dict], focus: str, flip: bool) -> str:
+def flip_sentence(scores: dict[bool, dict], focus: str, flip: bool, flips: dict) -> str:
     on, off = ((scores[f].get(ENSEMBLE.key) or {}).get(focus) or {} for f in (True, False))
     if on.get("age_mae") is None or off.get("age_mae") is None:
         return ""
     mae, acc = on["age_mae"] - off["age_mae"], on["gender_accuracy"] - off["gender_accuracy"]
     return (
         f"Averaging each prediction with that of the mirrored face changes the ensemble's "
-        f"age MAE by {mae:+.3f} years and its gender accuracy by {100 * acc:+.2f} points "
+        f"age MAE by {mae:+.3f} years {interval_phrase(flips, 'plain', 'flip', 'age_mae', '3f')} "
+        f"and its gender accuracy by {100 * acc:+.2f} points "
+        f"{interval_phrase(flips, 'plain', 'flip', 'gender_accuracy', 'pct')} "
         f"(`evaluate.flip_tta` is {str(flip).lower()}: the scores above are "
         f"{'with' if flip else 'without'} it)."
     )

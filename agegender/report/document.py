@@ -43,6 +43,7 @@ class Table:
     header: list[str]
     rows: list[list[str]]
     only: str = ""
+    folded: str = ""  # HTML: collapsed under this summary (long reference tables)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Figure:
 @dataclass
 class Code:
     text: str
+    folded: str = ""  # HTML: collapsed under this summary (params.yaml in full)
 
 
 Block = Heading | Text | Bullets | Table | Figure | Code
@@ -229,6 +231,9 @@ def to_html(blocks: list[Block], title: str) -> str:
             part.append(raw("</details>\n"))
         elif isinstance(block, Figure):
             part = [raw(f'<figure id="figure-{number}">\n'), *part, raw("</figure>\n")]
+        elif isinstance(block, Table | Code) and block.folded:
+            summary = MARKDOWN.renderInline(f"{block.folded} (click to show)")
+            part = [raw(f"<details><summary>{summary}</summary>\n"), *part, raw("</details>\n")]
         tokens += part
         if isinstance(block, Heading) and block.level == 1:
             tokens += contents(blocks)

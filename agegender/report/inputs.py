@@ -18,12 +18,15 @@ from agegender.layout import (
     SCORE_FILES,
     SUMMARY,
     TRAINED,
+    TRUST,
 )
 
 
 def read_json(path: Path, stage: str) -> dict:
     if not path.is_file():
-        raise UserError(f"{path}: not found; run `dvc repro {stage}` (or `dvc pull`) first")
+        raise UserError(
+            f"{path}: not found; run `dvc repro {stage}` (or `dvc pull` from a DVC remote) first"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -32,7 +35,9 @@ def read_json(path: Path, stage: str) -> dict:
 
 def read_csv(path: Path, stage: str) -> pd.DataFrame:
     if not path.is_file():
-        raise UserError(f"{path}: not found; run `dvc repro {stage}` (or `dvc pull`) first")
+        raise UserError(
+            f"{path}: not found; run `dvc repro {stage}` (or `dvc pull` from a DVC remote) first"
+        )
     return pd.read_csv(path)
 
 
@@ -47,6 +52,7 @@ class Outputs:
     environment: dict  # evaluate: the CPU, cores and library versions of the run
     breakdown: pd.DataFrame  # evaluate: scores per age bucket, race and gender
     predictions: pd.DataFrame  # evaluate: every face of the focus split, every model
+    trust: dict  # evaluate: age-range coverage, gender calibration, bootstrap intervals
 
     @property
     def metrics(self) -> dict:
@@ -70,6 +76,7 @@ def read_outputs(flip: bool) -> Outputs:
         environment=read_json(ENVIRONMENT, "evaluate"),
         breakdown=read_csv(BREAKDOWN, "evaluate"),
         predictions=read_csv(PREDICTIONS, "evaluate"),
+        trust=read_json(TRUST, "evaluate"),
     )
 
 

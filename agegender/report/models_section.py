@@ -90,7 +90,7 @@ def architecture(network, model: Model) -> list[Block]:
             f"weights that turn an age distribution into its mean). Output shapes leave out "
             f"the batch axis."
         ),
-        Table(["layer", "type", "output shape", "parameters"], rows),
+        Table(["layer", "type", "output shape", "parameters"], rows, folded=f"{name}: every layer"),
     ]
     diagram = diagram_figure(network, model.key)
     if diagram is not None:

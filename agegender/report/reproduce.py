@@ -73,7 +73,7 @@ def reproduce_section(
         *environment_blocks(environment),
         *lock,
         Text("The exact parameters (`params.yaml`):"),
-        Code(params_text),
+        Code(params_text, folded="params.yaml in full"),
         Text("To rerun or vary the pipeline:"),
         Code(commands),
     ]

@@ -178,7 +178,7 @@ def setup_b(p: ModelB, common: list[list[str]], train: dict) -> list[Block]:
     rows = [
         ["backbone", f"{spec.application} (`{p.backbone}`){alpha}, without its classifier"],
         ["backbone weights", weights_text(pretrained_weights(p.backbone, p.weights))],
-        ["input", f"resized to {p.input_size} px, `{spec.preprocess}` preprocessing, in the model"],
+        ["backbone input", f"resized to {p.input_size} px, `{spec.preprocess}` preprocessing"],
         ["features", f"{p.pooling} pooling, normalisation {p.norm}, dropout {p.dropout:g}"],
         ["heads", f"age dense {p.age_units}, gender dense {p.gender_units}, dropout {p.dropout:g}"],
         [

@@ -41,3 +41,18 @@ def plural(count: int, word: str) -> str:
 def capital(text: str) -> str:
     """Upper-case the first letter only ('the ensemble' -> 'The ensemble')."""
     return text[:1].upper() + text[1:]
+
+
+def interval_phrase(differences: dict, first: str, second: str, key: str, kind: str) -> str:
+    """'(95 % interval 0.2 to 1.1 points)' for second minus first, from trust.json's paired
+    bootstrap, or 'indistinguishable on this split (95 % interval ...)' when it holds 0."""
+    found = differences.get(f"{second} - {first}", {}).get(key)
+    sign = 1
+    if found is None:
+        found, sign = differences.get(f"{first} - {second}", {}).get(key), -1
+    if found is None:
+        return "(no interval)"
+    low, high = sorted((sign * found["low"], sign * found["high"]))
+    scale, unit = (100, " points") if kind == "pct" else (1, " years")
+    text = f"95 % interval {scale * low:+.2f} to {scale * high:+.2f}{unit}"
+    return f"indistinguishable on this split ({text})" if low <= 0 <= high else f"({text})"

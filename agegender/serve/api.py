@@ -1,7 +1,8 @@
 """The Python API: age and gender of the faces in an image, the models loaded once.
 
     from agegender.serve.api import analyze
-    analyze("me.jpg")                   # [{"age": 31.4, "gender": "female", "gender_prob": 0.93,
+    analyze("me.jpg")                   # [{"age": 31.4, "age_low": 26.0, "age_high": 37.5,
+                                        #   "gender": "female", "gender_prob": 0.93,
                                         #   "box": [412, 188, 230, 230]}], one record per face
     analyze(pil_image, model="ensemble")
     analyze(np.asarray(crop), detect_faces=False)  # uint8 (H, W, 3) or (H, W), already a crop
@@ -13,7 +14,6 @@ order (`dvc repro` or `dvc pull` puts them there).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,16 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from agegender.errors import UserError
-from agegender.evaluate.inference import combine, load_model, predict
-from agegender.layout import ENSEMBLE_WEIGHTS, MODEL_A, MODEL_B, TRAINED
+from agegender.evaluate import calibration
+from agegender.evaluate.ensemble import combine, read_weights
+from agegender.evaluate.inference import load_model, predict
+from agegender.layout import CALIBRATION, ENSEMBLE, ENSEMBLE_WEIGHTS, MODEL_A, MODEL_B, TRAINED
 from agegender.serve.faces import NO_FACE, Face, crops, read
 
 HOME = "AGEGENDER_HOME"  # a project folder with models/ (and reports/eval/ensemble.json)
 CHECKOUT = Path(__file__).resolve().parents[1]  # where `pip install -e .` was run
 SHORT = {"A": MODEL_A.file, "B": MODEL_B.file}
+PROJECT_KEYS = {"A": MODEL_A.key, "B": MODEL_B.key, "ensemble": ENSEMBLE.key}
 
 
 def roots() -> list[Path]:
@@ -52,18 +55,19 @@ def model_files(model: str) -> list[str]:
         looked = ", ".join(str(root / missing) for root in roots())
         raise UserError(
             f"{missing}: no such model (looked in {looked}); train it with `dvc repro` or fetch "
-            f"it with `dvc pull` in the project, or set {HOME} to the project's folder"
+            f"it with `dvc pull` when the project has a DVC remote, or set {HOME} to the "
+            f"project folder"
         )
     return [str(path) for path in found]
 
 
 def ensemble_weighting(n: int) -> dict[str, dict[Any, float]]:
-    """The weights evaluate chose on val (reports/eval/ensemble.json), else equal ones."""
+    """The weights evaluate chose on val (reports/eval/ensemble.json, read by model name and
+    checked), as {task: {model index: weight}}; equal weights for one model or no file."""
     path = find(ENSEMBLE_WEIGHTS)
-    if n > 1 and path is not None:
-        weights = json.loads(path.read_text())
-        if all(len(w) == n for w in weights.values()):
-            return {task: dict(enumerate(w.values())) for task, w in weights.items()}
+    if n == len(TRAINED) and path is not None:
+        weights = read_weights(path, list(TRAINED))
+        return {task: dict(enumerate(w.values())) for task, w in weights.items()}
     return {task: dict.fromkeys(range(n), 1 / n) for task in ("age", "gender")}
 
 
@@ -80,25 +84,50 @@ def predict_faces(
     return combine(preds, weights)
 
 
-def record(face: Face, age: float, prob: float) -> dict:
-    return {
-        "age": float(age),
-        "gender": "female" if prob >= 0.5 else "male",
-        "gender_prob": float(prob),
-        "box": face.box,
-    }
+def calibration_for(model: str) -> dict | None:
+    """The fitted age range and gender temperature of "A", "B" or "ensemble" (evaluate's
+    calibration.json, checked); None for a model given as a file, which gets no range."""
+    if model not in PROJECT_KEYS:
+        return None
+    path = find(CALIBRATION)
+    if path is None:
+        raise UserError(
+            f"{CALIBRATION}: not found beside the models (looked in "
+            f"{', '.join(str(r) for r in roots())}); write it with `dvc repro evaluate`"
+        )
+    return calibration.read(path, PROJECT_KEYS[model])
+
+
+def record(face: Face, age: float, prob: float, calibrated: dict | None = None) -> dict:
+    """One face's answer. With the model's calibration: the age range at evaluate's level
+    (age_low, age_high) and the temperature-scaled P(female)."""
+    out: dict = {"age": float(age)}
+    if calibrated is not None:
+        low, high = calibration.age_range(np.array([float(age)]), calibrated["age_range"])
+        out.update(age_low=float(low[0]), age_high=float(high[0]))
+        prob = float(calibration.scale(np.array([prob]), calibrated["gender_temperature"])[0])
+    out.update(gender="female" if prob >= 0.5 else "male", gender_prob=float(prob), box=face.box)
+    return out
 
 
 class Analyzer:
     """The models of `model` loaded once; call it on any number of images."""
 
     def __init__(
-        self, model: str = "B", *, detect_faces: bool = True, flip: bool = True, batch_size=64
+        self,
+        model: str = "B",
+        *,
+        detect_faces: bool = True,
+        flip: bool = True,
+        batch_size: int = 64,
+        rotate: bool = False,
     ):
         self.models = [load_model(path) for path in model_files(model)]
         self.sizes = tuple(sorted({m.input_shape[1] for m in self.models}))
         self.detect_faces, self.flip, self.batch_size = detect_faces, flip, batch_size
+        self.rotate = rotate
         self.weights = ensemble_weighting(len(self.models))
+        self.calibrated = calibration_for(model)
 
     def __call__(self, image: str | os.PathLike | Image.Image | np.ndarray) -> list[dict]:
         """One record per face found ([] for none), or one for the whole image when it is a
@@ -109,22 +138,37 @@ class Analyzer:
         if faces[0].error is not None:
             raise UserError(f"{faces[0].path}: {faces[0].error}")
         preds = predict_faces(self.models, faces, self.flip, self.batch_size, self.weights)
-        return [record(face, *pred) for face, pred in zip(faces, preds, strict=True)]
+        return [record(face, *p, self.calibrated) for face, p in zip(faces, preds, strict=True)]
 
     def faces(self, image) -> list[Face]:
         if isinstance(image, (str, os.PathLike)):
-            return read(os.fspath(image), self.sizes, self.detect_faces)
+            return read(os.fspath(image), self.sizes, self.detect_faces, self.rotate)
         if isinstance(image, np.ndarray):
-            if image.dtype != np.uint8 or image.ndim not in (2, 3):
-                raise UserError(
-                    f"an image array must be uint8 (H, W) or (H, W, 3), got {image.dtype} "
-                    f"{image.shape}"
-                )
-            image = Image.fromarray(image)
+            image = array_image(image)
         if not isinstance(image, Image.Image):
             kind = type(image).__name__
             raise UserError(f"analyze takes a path, a PIL image or a uint8 array, not a {kind}")
-        return crops(ImageOps.exif_transpose(image), self.sizes, self.detect_faces)
+        if min(image.size) < 1:
+            raise UserError(
+                f"an empty image ({image.size[0]}x{image.size[1]} pixels): nothing to analyze"
+            )
+        image = ImageOps.exif_transpose(image)
+        return crops(image, self.sizes, self.detect_faces, rotate=self.rotate)
+
+
+def array_image(array: np.ndarray) -> Image.Image:
+    """A uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array as a PIL image."""
+    shape = array.shape
+    channels = shape[2] if array.ndim == 3 else 1
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or channels not in (1, 3, 4):
+        raise UserError(
+            f"an image array must be uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got "
+            f"{array.dtype} {shape}"
+        )
+    if array.size == 0:
+        raise UserError(f"an empty image array {shape}: nothing to analyze")
+    image = Image.fromarray(array[:, :, 0] if channels == 1 and array.ndim == 3 else array)
+    return image.convert("RGB")
 
 
 _loaded: dict[tuple, Analyzer] = {}
@@ -136,15 +180,20 @@ def analyze(
     *,
     detect_faces: bool = True,
     flip: bool = True,
+    rotate: bool = False,
 ) -> list[dict]:
-    """Age and gender of the faces in one image: [{"age", "gender", "gender_prob", "box"}].
+    """Age and gender of the faces in one image: [{"age", "age_low", "age_high", "gender",
+    "gender_prob", "box"}]; the range holds the true age at evaluate.range_level (80 %) on
+    test, gender_prob is calibrated (temperature scaling); a model given as a file has no
+    range and its raw probability.
 
     `model`: "B" (default), "A", "ensemble" or a .keras/.tflite path, loaded on the first
     call and kept for the next ones. Each face found is cropped like UTKFace's crops first
     (an image with no face gives []); with `detect_faces=False` the image is taken as one such
-    crop.
+    crop. `rotate`: look for faces in the image turned 90, 180 and 270 degrees when none is
+    upright.
     """
-    key = (model, detect_faces, flip)
+    key = (model, detect_faces, flip, rotate)
     if key not in _loaded:
-        _loaded[key] = Analyzer(model, detect_faces=detect_faces, flip=flip)
+        _loaded[key] = Analyzer(model, detect_faces=detect_faces, flip=flip, rotate=rotate)
     return _loaded[key](image)

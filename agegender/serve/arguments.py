@@ -30,6 +30,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "image with no face gets a record saying so)",
     )
     parser.add_argument(
+        "--rotate",
+        action="store_true",
+        help="when no face is found upright, look again with the image turned 90, 180 and "
+        "270 degrees (up to 3 more detections for such images)",
+    )
+    parser.add_argument(
         "--detect-faces", action="store_true", help=argparse.SUPPRESS
     )  # default now
     parser.add_argument("--batch-size", type=int, default=64)

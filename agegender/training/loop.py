@@ -154,6 +154,7 @@ class Trainer:
         log = _EpochLog(self, name)
         callbacks: list[keras.callbacks.Callback] = [
             log,
+            keras.callbacks.TerminateOnNaN(),  # then the check after fit stops the stage
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=fit.early_stopping_patience),
         ]
         if fit.schedule == "plateau":
@@ -172,6 +173,9 @@ class Trainer:
         )
         start = time.monotonic()
         (x, y, val), batch_size = distribute.local_share((x, y, val), fit.batch_size)
+        devices = int((self.summary.get("distribute") or {}).get("devices", 1))  # type: ignore[union-attr]
+        x, y = distribute.whole_batches((x, y), batch_size, devices, f"{name} train")
+        val = distribute.whole_batches(val, batch_size, devices, f"{name} val")
         epochs, full = 0, x.shape[1]
         for size, size_epochs in size_schedule(fit.epochs, sizes, full):
             if sizes:
@@ -189,7 +193,14 @@ class Trainer:
                 callbacks=callbacks,
                 verbose=1 if sys.stdout.isatty() else 2,
             )
-            done = len(history.history["loss"])
+            losses = history.history["loss"]
+            if not all(math.isfinite(v) for v in losses):
+                raise UserError(
+                    f"{name}: the training loss became {losses[-1]} at epoch "
+                    f"{self.epoch + len(losses)}; nothing was saved (the previous model stays). "
+                    f"Lower the learning rate or check the targets"
+                )
+            done = len(losses)
             self.epoch += done
             epochs += done
         if self.best_weights is not None:

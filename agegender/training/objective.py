@@ -102,6 +102,16 @@ def load_teacher(n: int) -> dict[str, np.ndarray]:
             f"{TEACHER}: holds {len(arrays['age'])} predictions for {n} training faces; "
             f"run `dvc repro` (stage teach) after changing model_a.teacher"
         )
+    age, gender = arrays["age"], arrays["gender"]
+    bad_age = ~np.isfinite(age) | (age < 0) | (age > 150)
+    bad_gender = ~np.isfinite(gender) | (gender < 0) | (gender > 1)
+    if bad_age.any() or bad_gender.any():
+        which = "age.npy" if bad_age.any() else "gender.npy"
+        count = int(bad_age.sum() if bad_age.any() else bad_gender.sum())
+        raise UserError(
+            f"{TEACHER / which}: {count} values that are not finite or out of range (ages "
+            f"0-150, probabilities 0-1); rerun `dvc repro` from stage predict@model_b"
+        )
     return arrays
 
 
