@@ -27,8 +27,9 @@ def test_path_pil_image_and_array_give_the_same_record(in_project, tmp_path):
     by_array = api.analyze(np.asarray(face), detect_faces=False)
     assert by_path == by_image == by_array
     (only,) = by_path
-    assert set(only) == {"age", "gender", "gender_prob", "box"}
+    assert set(only) == {"age", "age_low", "age_high", "gender", "gender_prob", "box"}
     assert only["box"] == [0, 0, 96, 96] and 0 <= only["gender_prob"] <= 1
+    assert only["age_low"] <= only["age"] <= only["age_high"]  # the calibrated range
     assert only["gender"] == ("female" if only["gender_prob"] >= 0.5 else "male")
 
 

@@ -69,12 +69,14 @@ def _archive(path, members):
 
 
 def test_many_conflicting_copies_and_long_names_cost_linear_space(project):
-    """300 copies of one JPEG with different ages, and 20 names of 100,000 characters:
-    faces.csv grows with each row once, and names.npy keeps the usual width."""
+    """300 copies of one JPEG with different ages, and 10 names of 2,000 characters:
+    faces.csv grows with each row once, and names.npy keeps the usual width. (Names of
+    100,000 characters behave the same here, but Python 3.11.7's tarfile takes 9 s to parse
+    each such PAX header: CVE-2024-6232, fixed in 3.11.10.)"""
     copy = jpeg(draw_face(40, 0, np.random.default_rng(1)))
     members = list(faces(420, 0))
     members += [(f"{age % 100}_0_0_{age:017d}.jpg.chip.jpg", copy) for age in range(300)]
-    members += [(f"30_1_0_{STAMP}" + f"{i}" * 100_000, copy) for i in range(10)]
+    members += [(f"30_1_0_{STAMP}" + f"{i}" * 2_000, copy) for i in range(10)]
     _archive(project / "data" / "raw" / "synthetic.tar.gz", members)
     prepare.main()
     table = pd.read_csv(project / "data" / "prepared" / "faces.csv")

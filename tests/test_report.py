@@ -32,7 +32,10 @@ from agegender.report.text import fmt, fmt_gap
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-FIGURES = ("age_histogram", "curves_model_a", "curves_model_b", "age_buckets", "age_scatter")
+FIGURES = (
+    "age_histogram", "curves_model_a", "curves_model_b", "age_buckets", "age_scatter",
+    "age_range", "gender_reliability",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +114,8 @@ def one_table(markdown: str, heading: str) -> list[list[str]]:
 
 def test_report_has_every_section_and_figure(project, markdown):
     headings = [line for line in markdown.splitlines() if line.startswith("## ")]
-    assert [h.split(".")[0] for h in headings] == ["## 1", "## 2", "## 3", "## 4", "## 5"]
+    assert [h.split(".")[0] for h in headings] == ["## 1", "## 2", "## 3", "## 4", "## 5", "## 6"]
+    assert "How much to trust a prediction" in headings[4]
     assert (project / "reports" / "figures" / "worst_faces.png").is_file()
     for name in FIGURES:  # charts from numbers: SVG, linked from report.md
         assert (project / "reports" / "charts" / f"{name}.svg").is_file(), name
