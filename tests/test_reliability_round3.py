@@ -149,7 +149,11 @@ def test_non_finite_teacher_targets_stop_train_a(tmp_path, monkeypatch):
 
 
 def test_more_devices_than_the_host_can_give_make_none(tmp_path, monkeypatch):
-    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    for name in ("XLA_FLAGS", "KERAS_BACKEND", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        # configure sets them: setenv first records the value to restore (delenv of a
+        # missing variable records nothing, and jax would leak into later subprocesses)
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+        monkeypatch.delenv(name)
     write_params(
         tmp_path,
         [
@@ -160,7 +164,6 @@ def test_more_devices_than_the_host_can_give_make_none(tmp_path, monkeypatch):
     )
     runtime.configure(tmp_path / "params.yaml")
     assert "device_count" not in os.environ.get("XLA_FLAGS", "")
-    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # leave the session's backend alone
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,8 @@ RUNTIME_VARIABLES = ("KERAS_BACKEND", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_
 
 def test_configure_takes_backend_and_threads_from_params(tmp_path, monkeypatch):
     for name in RUNTIME_VARIABLES:
-        monkeypatch.delenv(name, raising=False)  # restored after the test
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # records the value to restore
+        monkeypatch.delenv(name)
     write_params(tmp_path, ["train.threads=3", "train.distribute.backend=jax"])
     train = runtime.configure(tmp_path / "params.yaml")
     assert train.threads == 3
@@ -30,7 +31,8 @@ def test_configure_takes_backend_and_threads_from_params(tmp_path, monkeypatch):
 
 
 def test_configure_leaves_a_bad_params_file_to_the_stage(tmp_path, monkeypatch):
-    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", ""))
+    monkeypatch.delenv("KERAS_BACKEND")
     (tmp_path / "params.yaml").write_text("seed: [\n")
     assert runtime.configure(tmp_path / "params.yaml") is None
     assert "KERAS_BACKEND" not in os.environ
