@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from agegender.errors import UserError
+from agegender.evaluate.ensemble import finite_number
 
 # Buckets of *predicted* age for the per-bucket ranges (a user knows only the prediction).
 AGE_EDGES = (0.0, 6.0, 15.0, 25.0, 35.0, 50.0, 65.0)
@@ -213,9 +214,7 @@ def read(path: Path, model: str, version: int = 1) -> dict:
             f"{path}: no calibration for {model} ({type(error).__name__}); {fix}"
         ) from None
     numbers = [*edges, *low, *high, temperature]
-    finite = all(
-        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers
-    )
+    finite = all(finite_number(v) for v in numbers)
     shaped = len(edges) == len(low) == len(high) >= 1 and list(edges) == sorted(edges)
     if not ok_version or not finite or not shaped or temperature <= 0:
         raise UserError(

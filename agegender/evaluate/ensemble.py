@@ -62,6 +62,11 @@ def combine(preds: dict[str, np.ndarray], weights: dict[str, dict[str, float]]) 
     return np.stack([age, gender], axis=1).astype("float32")
 
 
+def finite_number(value: object) -> bool:
+    """A JSON number that is neither NaN nor infinite (true and false are no numbers)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def read_weights(path: Path, models: list[str]) -> dict[str, dict[str, float]]:
     """ensemble.json, checked: each task gives every model in `models` a finite weight in
     [0, 1], by name, and the weights of a task sum to 1."""
@@ -78,7 +83,7 @@ def read_weights(path: Path, models: list[str]) -> dict[str, dict[str, float]]:
         if not isinstance(block, dict) or sorted(block) != sorted(models):
             raise UserError(f"{path}: {task}: expected weights for exactly {models}; {fix}")
         for model, w in block.items():
-            ok = isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w)
+            ok = finite_number(w)
             if not ok or not 0 <= w <= 1:
                 raise UserError(
                     f"{path}: {task}.{model} = {w!r}: a weight is a number in [0, 1]; {fix}"
