@@ -9,6 +9,8 @@ layout, errors, files, data, images, labels, metric_table, environment, runtime)
     evaluate/  loading, prediction, scores              imports the core
     serve/     agegender-predict, the API, detection    imports the core, evaluate, models
     report/    report.md and report.html from files     imports the core, evaluate, models
+    shift/     agegender-evaluate and -calibrate:        imports the core, evaluate, models,
+               a user's own labelled faces               serve
 
 The core imports no subpackage; tests/test_layout.py holds the rule.
 """

@@ -37,6 +37,10 @@ TRUST = EVAL / "trust.json"  # on test: range coverage, calibration error, boots
 BREAKDOWN = EVAL / "breakdown.csv"
 PREDICTIONS = EVAL / "predictions.csv"
 
+# How the models and their range hold on faces unlike the test split (scripts/shifts.py,
+# in git: numbers only); the report's section "Beyond the test split" reads it
+SHIFTS = Path("reports/shifts.json")
+
 REPORT_MD = Path("reports/report.md")  # stage report
 REPORT_HTML = Path("reports/report.html")
 FIGURES = Path("reports/figures")  # pictures (face thumbnails, diagrams): PNG, DVC cache

@@ -28,7 +28,7 @@ from PIL import Image
 
 from agegender.evaluate.inference import load_model
 from agegender.serve.api import model_files
-from agegender.serve.faces import detect
+from agegender.serve.faces import detect, detections
 from agegender.serve.predict import predict_files
 
 NO_FACE_SAMPLES = (  # skimage.data photos of things, none with a face ("camera", the
@@ -52,6 +52,7 @@ def crops(archive: Path, n: int) -> list[bytes]:
 
 
 FACE_SIZES = (40, 48, 64, 96, 128, 200)
+FACE_SCORES = (0.0, 0.7, 0.75, 0.8, 0.85, 0.9)  # --min-face-score thresholds to compare
 CANVASES = (640, 1280, 2560, 4000)
 
 
@@ -132,17 +133,28 @@ def main() -> None:
     import skimage.data
 
     jpegs = crops(args.archive, args.n)
-    found = [len(detect(Image.open(io.BytesIO(j)).convert("RGB"))) for j in jpegs]
+    scored = [detections(Image.open(io.BytesIO(j)).convert("RGB")) for j in jpegs]
+    found = [len(d) for d in scored]
     print(f"recall on {len(jpegs)} UTKFace crops: {np.mean([f > 0 for f in found]):.2%}")
     print(f"crops with more than one face found: {sum(f > 1 for f in found)}")
-    false = {}
+    false, false_scores = {}, []
     for name in NO_FACE_SAMPLES:
         image = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-        false[name] = len(detect(image))
         big = image.resize((2000, 2000 * image.height // image.width))
-        false[f"{name} (2,000 px)"] = len(detect(big))
+        for label, view in ((name, image), (f"{name} (2,000 px)", big)):
+            boxes = detections(view)
+            false[label] = len(boxes)
+            false_scores += [d.score for d in boxes]
     hits = {k: v for k, v in false.items() if v}
     print(f"faces found on {len(false)} photos of no face: {sum(false.values())} {hits or ''}")
+    best = [max((d.score for d in faces), default=-1.0) for faces in scored]  # -1: none
+    for threshold in FACE_SCORES:  # what --min-face-score would keep and drop
+        recall = np.mean(np.array(best) >= threshold)
+        false_faces = sum(s >= threshold for s in false_scores)
+        print(
+            f"--min-face-score {threshold}: recall on crops {recall:.2%}, "
+            f"faces on photos of no face {false_faces}"
+        )
     photo_recall(jpegs, args.scenes)
     astronaut_cases()
 

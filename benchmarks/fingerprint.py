@@ -152,8 +152,12 @@ def fingerprint(folder: Path) -> dict[str, str]:
 
 
 def machine_key() -> str:
+    """CPU name and vector extensions (one name covers several generations: an AMD EPYC
+    with AVX-512 and one without train different bytes), backend, threads."""
     env = environment.describe()
-    return f"{env['cpu']} | {env['keras_backend']} | {env['threads']} threads"
+    flags = env["cpu_flags"]
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{env['cpu']} ({isa}) | {env['keras_backend']} | {env['threads']} threads"
 
 
 def main() -> None:

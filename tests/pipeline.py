@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from agegender import params as P
+from agegender.layout import SHIFTS
 from agegender.models import tfjs_graph
 from agegender.models.backbones import PRETRAINED
 from agegender.typed_yaml import set_dotted
@@ -55,8 +56,9 @@ def make_repo(
     hard- or symlinked into the workspace instead of copied."""
     tracked = sh("git", "ls-files", cwd=ROOT).stdout.split()
     skip = ("dvc.lock", "reports/", "data/raw/")
+    keep = (str(SHIFTS),)  # a report input in git, not a stage's output (scripts/shifts.py)
     for name in tracked:
-        if not name.startswith(skip) and (ROOT / name).is_file():
+        if (name in keep or not name.startswith(skip)) and (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
     (dest / "data" / "raw").mkdir(parents=True, exist_ok=True)

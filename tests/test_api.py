@@ -78,3 +78,11 @@ def test_predict_cli_finds_the_project_models_from_anywhere(in_project, tmp_path
     monkeypatch.chdir(tmp_path)  # not the project: found through AGEGENDER_HOME
     Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(tmp_path / "x.png")
     assert predict.cli([str(tmp_path / "x.png"), "--crops"]) == 0
+
+
+def test_an_unknown_model_name_lists_the_valid_ones():
+    from agegender.errors import UserError
+    from agegender.serve.api import model_files
+
+    with pytest.raises(UserError, match="give A, B, ensemble or a .keras or .tflite model file"):
+        model_files("C")

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from agegender import params as P
-from agegender.layout import SCORE_FILES, TRUST
+from agegender.layout import SCORE_FILES, SHIFTS, TRUST
 from scripts.readme_results import render
 from tests.conftest import ROOT
 
@@ -29,9 +29,10 @@ def test_the_readme_results_are_those_of_the_committed_files():
     params = P.load(ROOT / "params.yaml")
     scores = json.loads((ROOT / SCORE_FILES[params.evaluate.flip_tta]).read_text())
     trust = json.loads((ROOT / TRUST).read_text())
+    shifts = json.loads((ROOT / SHIFTS).read_text()) if (ROOT / SHIFTS).is_file() else None
     block = README.split("<!-- results:start", 1)[1].split("\n", 1)[1]
     block = block.split("<!-- results:end -->", 1)[0]
-    assert block == render(params, scores, trust)
+    assert block == render(params, scores, trust, shifts)
     metrics = json.loads((ROOT / "reports" / "metrics.json").read_text())
     assert (
         f"{metrics['B']['test_mae']:.2f}" in block and f"{metrics['AB']['test_acc']:.1%}" in block

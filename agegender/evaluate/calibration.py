@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
 from agegender.errors import UserError
 from agegender.evaluate.ensemble import finite_number
+from agegender.labels import MAX_AGE
 
 # Buckets of *predicted* age for the per-bucket ranges (a user knows only the prediction).
 AGE_EDGES = (0.0, 6.0, 15.0, 25.0, 35.0, 50.0, 65.0)
@@ -31,6 +33,8 @@ MIN_BUCKET = 40  # fewer val faces than this: the bucket is merged into its neig
 BUCKET_SLACK = 0.06  # a bucket of ~100 faces measures 80 % coverage to about +-4 points
 METHODS = ("constant", "per_bucket", "per_bucket_asymmetric")
 EPS = 1e-6
+TEMPERATURES = (0.05, 20.0)  # fit_temperature's bounds: a file outside them was not fitted
+USER = "user"  # the one block of a file agegender-calibrate writes
 
 
 def conformal_rank(n: int, level: float) -> int:
@@ -79,8 +83,10 @@ def fit_ranges(
         r = residual[which == i]
         if method == "per_bucket_asymmetric":  # each tail gets half of 1 - level
             tail = (1 + level) / 2
-            low.append(-upper_quantile(-r, tail))
-            high.append(upper_quantile(r, tail))
+            # widened to hold the prediction itself: a range beside the answer it
+            # qualifies would read as a contradiction (only a one-sided bias gives one)
+            low.append(min(0.0, -upper_quantile(-r, tail)))
+            high.append(max(0.0, upper_quantile(r, tail)))
         else:
             q = upper_quantile(np.abs(r), level)
             low.append(-q)
@@ -89,11 +95,39 @@ def fit_ranges(
 
 
 def age_range(predicted: np.ndarray, ranges: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) ages for each prediction, clipped at 0."""
-    which = bucket_of(np.asarray(predicted, "float64"), ranges["edges"])
+    """(low, high) ages for each prediction, clipped to [0, MAX_AGE]."""
+    predicted = np.asarray(predicted, "float64")
+    which = bucket_of(predicted, ranges["edges"])
     low = predicted + np.asarray(ranges["low"])[which]
     high = predicted + np.asarray(ranges["high"])[which]
-    return np.maximum(low, 0.0), high
+    return np.clip(low, 0.0, MAX_AGE), np.clip(high, 0.0, MAX_AGE)
+
+
+def map_age(predicted: np.ndarray, age_map: dict | None) -> np.ndarray:
+    """A fitted monotone correction of predicted ages (agegender-calibrate's `age_map`):
+    linear between its knots, a constant shift beyond them (the end knots' offsets), so it
+    stays increasing everywhere. None: the ages as they are."""
+    predicted = np.asarray(predicted, "float64")
+    if age_map is None:
+        return predicted
+    x, y = np.asarray(age_map["x"], "float64"), np.asarray(age_map["y"], "float64")
+    inside = np.interp(predicted, x, y)
+    below, above = predicted + (y[0] - x[0]), predicted + (y[-1] - x[-1])
+    return np.where(predicted < x[0], below, np.where(predicted > x[-1], above, inside))
+
+
+def apply(block: dict, age: np.ndarray, prob: np.ndarray) -> dict[str, np.ndarray]:
+    """One model's calibration block on raw predictions: the corrected age (age_map, when
+    the block has one), its range, and the temperature-scaled P(female). The one place the
+    predictor, the API and agegender-evaluate apply a calibration."""
+    corrected = map_age(age, block.get("age_map"))
+    low, high = age_range(corrected, block["age_range"])
+    return {
+        "age": corrected,
+        "age_low": low,
+        "age_high": high,
+        "gender_prob": scale(prob, block["gender_temperature"]),
+    }
 
 
 def choose_ranges(predicted: np.ndarray, age: np.ndarray, level: float, seed: int) -> dict:
@@ -153,13 +187,14 @@ def log_loss(p: np.ndarray, y: np.ndarray) -> float:
 
 
 def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
-    """The temperature in [0.05, 20] with the lowest log loss on (p, y)."""
+    """The temperature in TEMPERATURES with the lowest log loss on (p, y)."""
     from scipy import optimize  # here: evaluate fits, the API only applies (0.3 s to import)
 
+    bounds = tuple(math.log(t) for t in TEMPERATURES)
     found = optimize.minimize_scalar(
-        lambda t: log_loss(scale(p, math.exp(t)), y), bounds=(-3.0, 3.0), method="bounded"
+        lambda t: log_loss(scale(p, math.exp(t)), y), bounds=bounds, method="bounded"
     )
-    return round(math.exp(found.x), 4)
+    return min(max(round(math.exp(found.x), 4), TEMPERATURES[0]), TEMPERATURES[1])
 
 
 def ece(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
@@ -197,30 +232,68 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict]:
 
 
 def read(path: Path, model: str, version: int = 1) -> dict:
-    """One model's block of calibration.json, checked: the right version, ascending bucket
-    edges with finite bounds low <= high, a finite positive temperature. Any other file stops
-    with one line naming it (a NaN or negative temperature would silently flip genders)."""
-    fix = "rewrite it with `dvc repro evaluate`"
+    """One model's block of calibration.json (or of a file agegender-calibrate wrote),
+    checked: the right version; bucket edges ascending from 0; per bucket a finite range
+    that holds the prediction (low <= 0 <= high) and spans at most MAX_AGE years; a
+    temperature within fit_temperature's bounds; an age map, when there is one, of
+    ascending knots and increasing ages within 0-MAX_AGE. Any other file stops with one
+    line naming it: a NaN or negative temperature would silently flip genders, a huge one
+    makes every face 50 % female."""
+    fix = "rewrite it with `dvc repro evaluate` (or agegender-calibrate for your own file)"
     try:
         data = json.loads(path.read_text())
         block = data["models"][model]
         ranges, temperature = block["age_range"], block["gender_temperature"]
-        edges, low, high = ranges["edges"], ranges["low"], ranges["high"]
+        edges, low, high = list(ranges["edges"]), list(ranges["low"]), list(ranges["high"])
+        age_map = block.get("age_map")
+        knots = (list(age_map["x"]), list(age_map["y"])) if age_map is not None else ([], [])
         ok_version = data["version"] == version
     except FileNotFoundError:
         raise UserError(f"{path}: not found; {fix} (or pass --no-range)") from None
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise UserError(
             f"{path}: no calibration for {model} ({type(error).__name__}); {fix}"
         ) from None
-    numbers = [*edges, *low, *high, temperature]
-    finite = all(finite_number(v) for v in numbers)
-    shaped = len(edges) == len(low) == len(high) >= 1 and list(edges) == sorted(edges)
-    if not ok_version or not finite or not shaped or temperature <= 0:
-        raise UserError(
-            f"{path}: {model}: needs version {version}, ascending edges and finite bounds per "
-            f"bucket and a temperature > 0; {fix}"
-        )
-    if any(lo > hi for lo, hi in zip(low, high, strict=True)):
-        raise UserError(f"{path}: {model}: a range's low bound is above its high bound; {fix}")
+    if not all(finite_number(v) for v in [*edges, *low, *high, temperature, *knots[0], *knots[1]]):
+        raise UserError(f"{path}: {model}: every number must be finite; {fix}")
+    problems = []
+    if not ok_version:
+        problems.append(f"version {version}")
+    if not (len(edges) == len(low) == len(high) >= 1 and edges[0] == 0):
+        problems.append("bucket edges starting at 0 with one low and one high bound each")
+    elif any(b <= a for a, b in zip(edges, edges[1:], strict=False)) or edges[-1] > MAX_AGE:
+        problems.append(f"strictly ascending bucket edges up to {MAX_AGE}")
+    if any(not lo <= 0 <= hi or hi - lo > MAX_AGE for lo, hi in zip(low, high, strict=False)):
+        problems.append(f"ranges with low <= 0 <= high, at most {MAX_AGE} years wide")
+    if not TEMPERATURES[0] <= temperature <= TEMPERATURES[1]:
+        problems.append(f"a gender temperature in {TEMPERATURES[0]}-{TEMPERATURES[1]}")
+    x, y = knots
+    if age_map is not None and not (
+        len(x) == len(y) >= 2
+        and all(b > a for a, b in zip(x, x[1:], strict=False))
+        and all(b >= a for a, b in zip(y, y[1:], strict=False))
+        and all(0 <= v <= MAX_AGE for v in (*x, *y))
+    ):
+        problems.append(f"an age map of ascending knots and increasing ages in 0-{MAX_AGE}")
+    if problems:
+        raise UserError(f"{path}: {model}: needs {'; '.join(problems)}; {fix}")
     return block
+
+
+def fitted_for(path: Path) -> str:
+    """The model a file of agegender-calibrate's was fitted for: "A", "B", "ensemble", or a
+    model file (a relative path is relative to the calibration file's folder)."""
+    try:
+        model = json.loads(path.read_text())["model"]
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; write it with agegender-calibrate") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as error:
+        raise UserError(
+            f"{path}: not a calibration file of agegender-calibrate ({type(error).__name__}); "
+            f"write it with agegender-calibrate"
+        ) from None
+    if not isinstance(model, str) or not model:
+        raise UserError(f"{path}: `model` must name the model it was fitted for")
+    if model in ("A", "B", "ensemble") or os.path.isabs(model):
+        return model
+    return str(path.parent / model)

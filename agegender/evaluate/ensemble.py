@@ -63,8 +63,14 @@ def combine(preds: dict[str, np.ndarray], weights: dict[str, dict[str, float]]) 
 
 
 def finite_number(value: object) -> bool:
-    """A JSON number that is neither NaN nor infinite (true and false are no numbers)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number that is neither NaN nor infinite (true and false are no numbers; an
+    integer too large for a float is not finite either)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def read_weights(path: Path, models: list[str]) -> dict[str, dict[str, float]]:

@@ -17,14 +17,9 @@ from agegender.metric_table import COMPARED, SCORES
 METRIC_KEYS = tuple(score.key for score in SCORES)  # the order of metric_table.SCORES
 
 
-def scores(
-    age: np.ndarray, age_pred: np.ndarray, gender: np.ndarray, gender_prob: np.ndarray
-) -> dict:
-    """The metrics.json block for one model on one split."""
-    age, age_pred = np.asarray(age, float), np.asarray(age_pred, float)
+def gender_scores(gender: np.ndarray, gender_prob: np.ndarray) -> dict:
+    """Accuracy, F1 and AUC of P(female) at 0.5 (AUC: None with one class only)."""
     gender, gender_prob = np.asarray(gender, int), np.asarray(gender_prob, float)
-    if len(age) == 0:
-        return {key: None for key in METRIC_KEYS[:-1]} | {"n": 0}
     gender_pred = (gender_prob >= 0.5).astype(int)
     both_classes = len(np.unique(gender)) == 2
     return {
@@ -33,11 +28,26 @@ def scores(
         "gender_auc": round(float(metrics.roc_auc_score(gender, gender_prob)), 4)
         if both_classes
         else None,
+    }
+
+
+def age_scores(age: np.ndarray, age_pred: np.ndarray) -> dict:
+    """MAE, RMSE and the share within 5 years."""
+    age, age_pred = np.asarray(age, float), np.asarray(age_pred, float)
+    return {
         "age_mae": round(float(metrics.mean_absolute_error(age, age_pred)), 3),
         "age_rmse": round(float(metrics.root_mean_squared_error(age, age_pred)), 3),
         "age_within_5": round(float(np.mean(np.abs(age - age_pred) <= 5)), 4),
-        "n": int(len(age)),
     }
+
+
+def scores(
+    age: np.ndarray, age_pred: np.ndarray, gender: np.ndarray, gender_prob: np.ndarray
+) -> dict:
+    """The metrics.json block for one model on one split."""
+    if len(age) == 0:
+        return {key: None for key in METRIC_KEYS[:-1]} | {"n": 0}
+    return gender_scores(gender, gender_prob) | age_scores(age, age_pred) | {"n": int(len(age))}
 
 
 def compared(scores: dict) -> dict:

@@ -13,7 +13,7 @@ from agegender.report.comparison import comparison_section, winner_sentence
 from agegender.report.data_section import data_section
 from agegender.report.document import Block, Bullets, Figure, Heading, Text, to_html, to_markdown
 from agegender.report.figures import STYLE
-from agegender.report.inputs import Outputs, read_outputs
+from agegender.report.inputs import Outputs, model_md5s, read_outputs
 from agegender.report.models_section import model_section
 from agegender.report.reproduce import reproduce_section
 from agegender.report.setup import (
@@ -23,6 +23,7 @@ from agegender.report.setup import (
     setup_b,
     teacher_phrase,
 )
+from agegender.report.shift_section import shift_section
 from agegender.report.trust_section import trust_section
 
 
@@ -87,6 +88,7 @@ def build(params: P.Params) -> tuple[str, list[Block]]:
         ),
         *comparison_section(outputs, params.report.worst_faces),
         *trust_section(outputs.trust, outputs.focus),
+        *shift_section(outputs.shifts, model_md5s()),
         *reproduce_section(
             P.PARAMS_FILE.read_text(), a.fit.epochs, b.phase2.learning_rate, outputs.environment
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from agegender.layout import (
     MODEL_A,
     PREDICTIONS,
     SCORE_FILES,
+    SHIFTS,
     SUMMARY,
     TRAINED,
     TRUST,
@@ -53,6 +55,7 @@ class Outputs:
     breakdown: pd.DataFrame  # evaluate: scores per age bucket, race and gender
     predictions: pd.DataFrame  # evaluate: every face of the focus split, every model
     trust: dict  # evaluate: age-range coverage, gender calibration, bootstrap intervals
+    shifts: dict | None  # scripts/shifts.py: the range and scores beyond the test split
 
     @property
     def metrics(self) -> dict:
@@ -77,7 +80,17 @@ def read_outputs(flip: bool) -> Outputs:
         breakdown=read_csv(BREAKDOWN, "evaluate"),
         predictions=read_csv(PREDICTIONS, "evaluate"),
         trust=read_json(TRUST, "evaluate"),
+        shifts=read_json(SHIFTS, "evaluate") if SHIFTS.is_file() else None,
     )
+
+
+def model_md5s() -> dict[str, str]:
+    """The md5 of each trained model's file, as scripts/shifts.py records them."""
+    return {
+        k: hashlib.md5(m.file.read_bytes()).hexdigest()
+        for k, m in TRAINED.items()
+        if m.file.is_file()
+    }
 
 
 def read_curve(folder: Path, name: str) -> pd.DataFrame | None:

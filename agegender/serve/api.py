@@ -22,14 +22,14 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from agegender.errors import UserError
-from agegender.evaluate import calibration
+from agegender.evaluate import calibration as calibration_module
 from agegender.evaluate.ensemble import combine, read_weights
 from agegender.evaluate.inference import load_model, predict
 from agegender.layout import CALIBRATION, ENSEMBLE, ENSEMBLE_WEIGHTS, MODEL_A, MODEL_B, TRAINED
 from agegender.serve.faces import NO_FACE, Face, crops, read
 
 HOME = "AGEGENDER_HOME"  # a project folder with models/ (and reports/eval/ensemble.json)
-CHECKOUT = Path(__file__).resolve().parents[1]  # where `pip install -e .` was run
+CHECKOUT = Path(__file__).resolve().parents[2]  # where `pip install -e .` was run
 SHORT = {"A": MODEL_A.file, "B": MODEL_B.file}
 PROJECT_KEYS = {"A": MODEL_A.key, "B": MODEL_B.key, "ensemble": ENSEMBLE.key}
 
@@ -47,6 +47,10 @@ def find(relative: Path) -> Path | None:
 def model_files(model: str) -> list[str]:
     """ "A", "B", "ensemble" (the project's models) or a path, as files to load."""
     if model not in (*SHORT, "ensemble"):
+        if not model.endswith((".keras", ".tflite")) and not os.path.exists(model):
+            raise UserError(
+                f"model {model!r}: give A, B, ensemble or a .keras or .tflite model file"
+            )
         return [model]
     wanted = [SHORT[model]] if model in SHORT else [m.file for m in TRAINED.values()]
     found = [find(path) for path in wanted]
@@ -84,9 +88,12 @@ def predict_faces(
     return combine(preds, weights)
 
 
-def calibration_for(model: str) -> dict | None:
+def calibration_for(model: str, calibration: str | os.PathLike | None = None) -> dict | None:
     """The fitted age range and gender temperature of "A", "B" or "ensemble" (evaluate's
-    calibration.json, checked); None for a model given as a file, which gets no range."""
+    calibration.json, checked), or the block of a file agegender-calibrate wrote for this
+    model; None for a model given as a file without one, which gets no range."""
+    if calibration is not None:
+        return calibration_module.read(Path(calibration), calibration_module.USER)
     if model not in PROJECT_KEYS:
         return None
     path = find(CALIBRATION)
@@ -95,18 +102,35 @@ def calibration_for(model: str) -> dict | None:
             f"{CALIBRATION}: not found beside the models (looked in "
             f"{', '.join(str(r) for r in roots())}); write it with `dvc repro evaluate`"
         )
-    return calibration.read(path, PROJECT_KEYS[model])
+    return calibration_module.read(path, PROJECT_KEYS[model])
+
+
+def model_for(model: str | None, calibration: str | os.PathLike | None) -> str:
+    """The model to load: the one asked for, else the one the calibration file was fitted
+    for, else B. Asking for another model than the file's is an error: its range and
+    temperature describe that model's answers only."""
+    if calibration is None:
+        return model or "B"
+    fitted = calibration_module.fitted_for(Path(calibration))
+    if model is not None and model != fitted and Path(model).resolve() != Path(fitted).resolve():
+        raise UserError(
+            f"{calibration}: fitted for model {fitted}, not {model}; leave --model out (or "
+            f"pass --model {fitted})"
+        )
+    return fitted
 
 
 def record(face: Face, age: float, prob: float, calibrated: dict | None = None) -> dict:
-    """One face's answer. With the model's calibration: the age range at evaluate's level
-    (age_low, age_high) and the temperature-scaled P(female)."""
+    """One face's answer. With the model's calibration: the corrected age, its range at the
+    fitted level (age_low, age_high) and the temperature-scaled P(female)."""
     out: dict = {"age": float(age)}
     if calibrated is not None:
-        low, high = calibration.age_range(np.array([float(age)]), calibrated["age_range"])
-        out.update(age_low=float(low[0]), age_high=float(high[0]))
-        prob = float(calibration.scale(np.array([prob]), calibrated["gender_temperature"])[0])
+        fitted = calibration_module.apply(calibrated, np.array([age]), np.array([prob]))
+        out = {k: float(fitted[k][0]) for k in ("age", "age_low", "age_high")}
+        prob = float(fitted["gender_prob"][0])
     out.update(gender="female" if prob >= 0.5 else "male", gender_prob=float(prob), box=face.box)
+    if face.score is not None:  # a detected face: how sure the detector was, and how found
+        out.update(face_score=face.score, pyramid_only=face.pyramid_only)
     return out
 
 
@@ -115,19 +139,22 @@ class Analyzer:
 
     def __init__(
         self,
-        model: str = "B",
+        model: str | None = "B",
         *,
         detect_faces: bool = True,
         flip: bool = True,
         batch_size: int = 64,
         rotate: bool = False,
+        calibration: str | os.PathLike | None = None,
+        min_face_score: float = 0.0,
     ):
+        model = model_for(model, calibration)
         self.models = [load_model(path) for path in model_files(model)]
         self.sizes = tuple(sorted({m.input_shape[1] for m in self.models}))
         self.detect_faces, self.flip, self.batch_size = detect_faces, flip, batch_size
-        self.rotate = rotate
+        self.rotate, self.min_face_score = rotate, min_face_score
         self.weights = ensemble_weighting(len(self.models))
-        self.calibrated = calibration_for(model)
+        self.calibrated = calibration_for(model, calibration)
 
     def __call__(self, image: str | os.PathLike | Image.Image | np.ndarray) -> list[dict]:
         """One record per face found ([] for none), or one for the whole image when it is a
@@ -142,7 +169,8 @@ class Analyzer:
 
     def faces(self, image) -> list[Face]:
         if isinstance(image, (str, os.PathLike)):
-            return read(os.fspath(image), self.sizes, self.detect_faces, self.rotate)
+            path = os.fspath(image)
+            return read(path, self.sizes, self.detect_faces, self.rotate, self.min_face_score)
         if isinstance(image, np.ndarray):
             image = array_image(image)
         if not isinstance(image, Image.Image):
@@ -153,7 +181,9 @@ class Analyzer:
                 f"an empty image ({image.size[0]}x{image.size[1]} pixels): nothing to analyze"
             )
         image = ImageOps.exif_transpose(image)
-        return crops(image, self.sizes, self.detect_faces, rotate=self.rotate)
+        return crops(
+            image, self.sizes, self.detect_faces, rotate=self.rotate, min_score=self.min_face_score
+        )
 
 
 def array_image(array: np.ndarray) -> Image.Image:
@@ -176,24 +206,35 @@ _loaded: dict[tuple, Analyzer] = {}
 
 def analyze(
     image: str | os.PathLike | Image.Image | np.ndarray,
-    model: str = "B",
+    model: str | None = None,
     *,
     detect_faces: bool = True,
     flip: bool = True,
     rotate: bool = False,
+    calibration: str | os.PathLike | None = None,
+    min_face_score: float = 0.0,
 ) -> list[dict]:
     """Age and gender of the faces in one image: [{"age", "age_low", "age_high", "gender",
-    "gender_prob", "box"}]; the range holds the true age at evaluate.range_level (80 %) on
-    test, gender_prob is calibrated (temperature scaling); a model given as a file has no
-    range and its raw probability.
+    "gender_prob", "box", "face_score", "pyramid_only"}]; the range holds the true age at
+    evaluate.range_level (80 %) on UTKFace's test faces, gender_prob is calibrated
+    (temperature scaling); a model given as a file has no range and its raw probability.
 
     `model`: "B" (default), "A", "ensemble" or a .keras/.tflite path, loaded on the first
     call and kept for the next ones. Each face found is cropped like UTKFace's crops first
     (an image with no face gives []); with `detect_faces=False` the image is taken as one such
     crop. `rotate`: look for faces in the image turned 90, 180 and 270 degrees when none is
-    upright.
+    upright. `calibration`: a file agegender-calibrate fitted on your own labelled faces
+    (its model is used unless `model` says the same one). `min_face_score`: leave out faces
+    the detector scores lower (face_score).
     """
-    key = (model, detect_faces, flip, rotate)
+    key = (model, detect_faces, flip, rotate, os.fspath(calibration or ""), min_face_score)
     if key not in _loaded:
-        _loaded[key] = Analyzer(model, detect_faces=detect_faces, flip=flip, rotate=rotate)
+        _loaded[key] = Analyzer(
+            model,
+            detect_faces=detect_faces,
+            flip=flip,
+            rotate=rotate,
+            calibration=calibration,
+            min_face_score=min_face_score,
+        )
     return _loaded[key](image)

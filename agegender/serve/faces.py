@@ -53,6 +53,8 @@ class Face:
     # for a crop taken as it is)
     index: int | None = None  # which face of the image (None: the image taken as a crop)
     error: str | None = None
+    score: float | None = None  # the detector's confidence (None: the image taken as a crop)
+    pyramid_only: bool = False  # found only in the image pyramid, not in the whole image
 
 
 def detector_file() -> Path:
@@ -165,8 +167,18 @@ def tiled(find: BlazeFace, image: Image.Image) -> list[tuple[float, np.ndarray]]
     return out
 
 
-def merged(whole: list, tiles: list) -> list[list[int]]:
-    """One box per face, best score first: a candidate overlapping a better one (IoU over
+@dataclass(frozen=True)
+class Detection:
+    """One face found: its box [x, y, w, h], the detector's score, and whether only the
+    image pyramid saw it (the whole image did not)."""
+
+    box: list[int]
+    score: float
+    pyramid_only: bool
+
+
+def merged(whole: list, tiles: list) -> list[Detection]:
+    """One detection per face, best score first: a candidate overlapping a better one (IoU over
     OVERLAP, or mostly inside it, as a face cut by a tile's edge is) is the same face.
 
     The whole image's candidates stand alone (MIN_SCORE). A face seen only in the pyramid
@@ -174,14 +186,17 @@ def merged(whole: list, tiles: list) -> list[list[int]]:
     the levels by a factor of two, so a real face shows in several; a texture that fools
     one window rarely does)."""
     same = [(s, box, True) for s, box in whole] + [(s, box, False) for s, box in tiles]
-    chosen: list[np.ndarray] = []
+    chosen: list[tuple[float, np.ndarray, bool]] = []
     for score, box, alone in sorted(same, key=lambda c: -c[0]):
-        if any(_same(box, other) for other in chosen):
+        if any(_same(box, other) for _, other, _ in chosen):
             continue
-        seen = sum(_same(box, other) for _, other, _ in same)
-        if alone or score >= STRONG_SCORE or seen >= SUPPORT:
-            chosen.append(box)
-    return [[round(x1), round(y1), round(x2 - x1), round(y2 - y1)] for x1, y1, x2, y2 in chosen]
+        seen = [(s, whole_image) for s, other, whole_image in same if _same(box, other)]
+        if alone or score >= STRONG_SCORE or len(seen) >= SUPPORT:
+            chosen.append((score, box, not any(whole_image for _, whole_image in seen)))
+    return [
+        Detection([round(x1), round(y1), round(x2 - x1), round(y2 - y1)], round(score, 4), pyramid)
+        for score, (x1, y1, x2, y2), pyramid in chosen
+    ]
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -223,12 +238,17 @@ def detector() -> BlazeFace:
     return _loaded[0]
 
 
-def detect(image: Image.Image) -> list[list[int]]:
-    """Face boxes [x, y, w, h] in the image's pixels, left to right: the whole image and
-    an image pyramid of it (`tiled`), merged."""
+def detections(image: Image.Image) -> list[Detection]:
+    """The faces in the image's pixels, left to right: the whole image and an image
+    pyramid of it (`tiled`), merged."""
     find = detector()
     image = image.convert("RGB")
-    return sorted(merged(find(image), tiled(find, image)), key=lambda box: box[0])
+    return sorted(merged(find(image), tiled(find, image)), key=lambda d: d.box[0])
+
+
+def detect(image: Image.Image) -> list[list[int]]:
+    """Face boxes [x, y, w, h] in the image's pixels, left to right."""
+    return [d.box for d in detections(image)]
 
 
 # Turns tried, in order, when no face is found upright (rotate=True): PIL's transposes
@@ -259,36 +279,51 @@ def crops(
     sizes: tuple[int, ...],
     faces: bool,
     path: str = "",
-    ratio: float = 1.0,
+    full_size: tuple[int, int] | None = None,
     rotate: bool = False,
+    min_score: float = 0.0,
 ) -> list[Face]:
     """What the models take from one decoded image: the whole of it, or each face in it with
-    a margin like the training crops'. `ratio` scales boxes back to full pixels when the
-    image was decoded at a reduced scale. With `rotate`, an image with no face upright is
-    searched turned by 90, 180 and 270 degrees (up to three more detections); the faces
-    are cropped upright, their boxes given in the image as it is."""
+    a margin like the training crops'. `full_size`: the image's own (width, height) when it
+    was decoded at a reduced scale, so boxes are given in full pixels (each axis scaled on
+    its own: a reduced decode rounds each side up). With `rotate`, an image with no face
+    upright is searched turned by 90, 180 and 270 degrees (up to three more detections); the
+    faces are cropped upright, their boxes given in the image as it is. Faces the detector
+    scores below `min_score` are left out."""
     image = to_8_bits(image)  # a 16-bit face must not reach the detector as a white square
+    full_width, full_height = full_size or image.size
+    rx, ry = full_width / image.width, full_height / image.height
     if not faces:
-        box = [0, 0, round(image.width * ratio), round(image.height * ratio)]
+        box = [0, 0, full_width, full_height]
         return [Face(path, {s: to_rgb_square(image, s) for s in sizes}, box)]
-    view, angle, boxes = image, 0, detect(image)
+
+    def found_in(view: Image.Image) -> list[Detection]:
+        return [d for d in detections(view) if d.score >= min_score]
+
+    view, angle, found = image, 0, found_in(image)
     for turn, transpose in TURNS.items() if rotate else ():
-        if boxes:
+        if found:
             break
         view, angle = image.transpose(transpose), turn
-        boxes = detect(view)
+        found = found_in(view)
     out = []
-    for i, (x, y, w, h) in enumerate(boxes):
+    for i, found_face in enumerate(found):
+        x, y, w, h = found_face.box
         half = CROP * max(w, h) / 2  # a square like UTKFace's crop around the face
         cx, cy = x + w / 2, y + h / 2
         crop = view.crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
         upright = unturned([x, y, w, h], angle, *image.size) if angle else [x, y, w, h]
-        box = [round(v * ratio) for v in upright]
-        out.append(Face(path, {s: to_rgb_square(crop, s) for s in sizes}, box, i))
+        box = [round(upright[0] * rx), round(upright[1] * ry)]
+        box += [round(upright[2] * rx), round(upright[3] * ry)]
+        pixels = {s: to_rgb_square(crop, s) for s in sizes}
+        score, pyramid = found_face.score, found_face.pyramid_only
+        out.append(Face(path, pixels, box, i, score=score, pyramid_only=pyramid))
     return out or [Face(path, error=NO_FACE)]
 
 
-def read(path: str, sizes: tuple[int, ...], faces: bool, rotate: bool = False) -> list[Face]:
+def read(
+    path: str, sizes: tuple[int, ...], faces: bool, rotate: bool = False, min_score: float = 0.0
+) -> list[Face]:
     """Decode one file into what the models take: the whole image, or each face in it.
 
     JPEGs decode at a reduced scale where that still gives enough pixels (a 4000 px photo
@@ -300,12 +335,14 @@ def read(path: str, sizes: tuple[int, ...], faces: bool, rotate: bool = False) -
         if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would block for good
             return [Face(path, error="not a regular file")]
         with Image.open(path) as image:
-            full_width = image.size[0]
+            full_size = image.size  # boxes are reported in these pixels
             image.draft("RGB", (want, want))
             image.load()
-            ratio = full_width / image.size[0]  # draft's scale, to report boxes in full pixels
+            drafted = image.size
             image = ImageOps.exif_transpose(image)
-        return crops(image, sizes, faces, path, ratio, rotate)
+        if image.size != drafted:  # turned by 90 or 270 degrees: so is the full size
+            full_size = full_size[::-1]
+        return crops(image, sizes, faces, path, full_size, rotate, min_score)
     except FileNotFoundError:
         return [Face(path, error="no such file")]
     except UnidentifiedImageError:

@@ -38,6 +38,7 @@ from agegender.serve.api import (
     calibration_for,
     ensemble_weighting,
     model_files,
+    model_for,
     predict_faces,
     record,
 )
@@ -46,7 +47,10 @@ from agegender.serve.export import export
 from agegender.serve.faces import NO_FACE, check_face_detector, read
 
 PROGRESS_AFTER = 2.0  # seconds before a progress bar appears (on a terminal only)
-FIELDS = ["path", "face", "box", "age", "age_low", "age_high", "gender", "gender_prob", "error"]
+FIELDS = [
+    "path", "face", "box", "age", "age_low", "age_high", "gender", "gender_prob",
+    "face_score", "pyramid_only", "error",
+]  # fmt: skip
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -110,6 +114,7 @@ def predict_files(
     batch_size: int = 64,
     workers: int | None = None,
     calibrated: dict | None = None,
+    min_face_score: float = 0.0,
 ) -> Iterator[dict]:
     """One record per image (per face with `faces`), in input order, unrounded.
 
@@ -122,7 +127,7 @@ def predict_files(
     with ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
 
         def submit(chunk: list[str]) -> list[Future]:
-            return [pool.submit(read, p, sizes, faces, rotate) for p in chunk]
+            return [pool.submit(read, p, sizes, faces, rotate, min_face_score) for p in chunk]
 
         pending = submit(next(chunks, []))
         while pending:
@@ -216,7 +221,8 @@ def cli(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
     args = parse_args(argv)
     if args.csv is not None:
         check_csv(args.csv)
-    paths = model_files(args.model)
+    model = model_for(args.model, args.calibration)
+    paths = model_files(model)
     if args.export and (len(paths) > 1 or paths[0].endswith(".tflite")):
         raise UserError("--export: give one .keras model file (export A and B one at a time)")
     if not args.crops:
@@ -235,7 +241,8 @@ def cli(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
         rotate=args.rotate,
         batch_size=args.batch_size,
         workers=args.workers,
-        calibrated=calibration_for(args.model),
+        calibrated=calibration_for(model, args.calibration),
+        min_face_score=args.min_face_score,
     )
     start = time.monotonic()
     images = predicted = errors = no_face = 0
