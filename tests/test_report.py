@@ -28,6 +28,7 @@ from agegender.report import build as report
 from agegender.report.comparison import winner_sentence
 from agegender.report.document import Figure, Heading, Table, Text, to_html, to_markdown
 from agegender.report.reproduce import lock_rows
+from agegender.report.shift_section import shift_section
 from agegender.report.text import fmt, fmt_gap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,8 +115,11 @@ def one_table(markdown: str, heading: str) -> list[list[str]]:
 
 def test_report_has_every_section_and_figure(project, markdown):
     headings = [line for line in markdown.splitlines() if line.startswith("## ")]
-    assert [h.split(".")[0] for h in headings] == ["## 1", "## 2", "## 3", "## 4", "## 5", "## 6"]
+    numbers = [h.split(".")[0] for h in headings]
+    assert numbers == ["## 1", "## 2", "## 3", "## 4", "## 5", "## 6", "## 7"]
     assert "How much to trust a prediction" in headings[4]
+    assert "Beyond the test split" in headings[5]
+    assert "`python scripts/shifts.py` measures" in markdown  # no reports/shifts.json here
     assert (project / "reports" / "figures" / "worst_faces.png").is_file()
     for name in FIGURES:  # charts from numbers: SVG, linked from report.md
         assert (project / "reports" / "charts" / f"{name}.svg").is_file(), name
@@ -419,3 +423,25 @@ def test_report_says_when_train_took_every_face_and_when_a_was_resized(tmp_path)
     resized = dataclasses.replace(params.model_a, progressive=[16, 24])
     assert rows(resized)["progressive resizing"].startswith("16, 24 px, then full size")
     assert "progressive resizing" not in rows(params.model_a)
+
+
+def test_the_shift_section_tables_every_shift_and_says_when_it_is_stale(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports" / "charts").mkdir(parents=True)
+    row = {"n": 10, "coverage": 0.7, "mean_width": 12.0, "age_mae": 5.0,
+           "mean_signed_error": -2.0, "gender_accuracy": 0.9}  # fmt: skip
+    shifts = {
+        "level": 0.8,
+        "model_md5": {"model_a": "a", "model_b": "b"},
+        "shifts": {
+            name: {"note": f"note {name}", "models": dict.fromkeys(MODELS, row)}
+            for name in ("utkface_test", "aaf_train_2000")
+        },
+    }
+    blocks = shift_section(shifts, {"model_a": "a", "model_b": "changed"})
+    (table,) = [b for b in blocks if isinstance(b, Table)]
+    assert [r[0] for r in table.rows] == ["note utkface_test", "note aaf_train_2000"]
+    assert table.rows[0][2] == "70.00%" and "-2.00" in table.rows[0]
+    texts = " ".join(b.text for b in blocks if isinstance(b, Text))
+    assert "model_b changed since" in texts and "model_a changed" not in texts
+    assert (tmp_path / "reports" / "charts" / "shift_coverage.svg").is_file()

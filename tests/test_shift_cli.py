@@ -125,7 +125,8 @@ def test_adapt_retrains_model_b_heads_and_says_whether_it_kept_them(
     printed = capsys.readouterr().out
     document = json.loads(out.read_text())
     verdict = document["adapted"]
-    assert "backbone features of 4" in printed and "adapt: age MAE on the checking faces" in printed
+    assert "UTKFace training faces, mirrored too" in printed
+    assert "adapt: age MAE on the checking faces" in printed
     assert (verdict["mae_after"] < verdict["mae_before"]) == verdict["kept"]
     assert out.with_suffix(".keras").exists() == verdict["kept"]
     assert document["model"] == ("adapted.keras" if verdict["kept"] else "B")
@@ -133,7 +134,9 @@ def test_adapt_retrains_model_b_heads_and_says_whether_it_kept_them(
     commands.calibrate(calibrate_args([*argv[:-1], str(tmp_path / "again.json")]))
     assert "training faces' features from" in capsys.readouterr().out
     again = json.loads((tmp_path / "again.json").read_text())
-    assert again["adapted"] == verdict
+    # the same up to float order (TensorFlow's CPU reductions are not bitwise repeatable)
+    assert again["adapted"]["kept"] == verdict["kept"]
+    assert again["adapted"]["mae_after"] == pytest.approx(verdict["mae_after"], abs=0.05)
     with pytest.raises(UserError, match="retrains model B"):
         commands.calibrate(calibrate_args([*argv, "--model", "A"]))
 

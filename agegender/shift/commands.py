@@ -257,8 +257,6 @@ def calibrate(args) -> None:
         pred[fit_rows], fit_faces.age, fit_faces.gender, args.level, args.seed,
         out_of_fold, prior,
     )  # fmt: skip
-    if out_of_fold is not None:
-        pred[fit_rows] = out_of_fold  # what the fitting faces look like to unseen heads
     check = faces.subset(check_rows)
     original = got.pred[check_rows]
     before = score(check, original, shipped)
