@@ -56,7 +56,7 @@ def shift_sentence(shifts: dict | None) -> str:
         f" On faces unlike UTKFace's it holds less: on AAF-train-2000 (another collection, "
         f"mostly East Asian) model B's range held {b['coverage']:.1%} (mean error "
         f"{b['mean_signed_error']:+.1f} years); `agegender-calibrate` refits it on your own "
-        f"labelled faces (the report's \"Beyond the test split\")."
+        f'labelled faces (the report\'s "Beyond the test split").'
     )
 
 
