@@ -35,9 +35,11 @@ from agegender import params as P  # noqa: E402
 from agegender.data import load_split  # noqa: E402
 from agegender.evaluate import calibration as C  # noqa: E402
 from agegender.evaluate.ensemble import combine, read_weights  # noqa: E402
+from agegender.evaluate.metrics import gender_scores  # noqa: E402
 from agegender.labels import RACES  # noqa: E402
 from agegender.layout import CALIBRATION, ENSEMBLE_WEIGHTS, MODELS, TRAINED, prediction_file  # noqa: E402
 from agegender.report.inputs import model_md5s  # noqa: E402
+from agegender.shift.scores import age_rows  # noqa: E402
 
 AAF = ROOT.parent / "shared" / "datasets" / "AAF-train-2000.tar.gz"
 CACHE = ROOT / "data" / "shifts"
@@ -121,18 +123,12 @@ def adaptive(age, pred, plain, fitted) -> dict:
 
 
 def measured(age, gender, pred, block) -> dict:
-    """Coverage and width of the range, MAE, mean signed error, gender accuracy."""
+    """agegender-evaluate's age scores (coverage and width of the range, MAE, mean signed
+    error...) and the gender accuracy, for one model's calibrated predictions."""
     fitted = C.apply(block, pred[:, 0], pred[:, 1])
-    error = fitted["age"] - age
     return {
-        "n": int(len(age)),
-        "coverage": round(
-            float(np.mean((age >= fitted["age_low"]) & (age <= fitted["age_high"]))), 4
-        ),
-        "mean_width": round(float(np.mean(fitted["age_high"] - fitted["age_low"])), 2),
-        "age_mae": round(float(np.mean(np.abs(error))), 3),
-        "mean_signed_error": round(float(np.mean(error)), 3),
-        "gender_accuracy": round(float(np.mean((pred[:, 1] >= 0.5) == (gender == 1))), 4),
+        **age_rows(age.astype("float64"), fitted["age"], fitted["age_low"], fitted["age_high"]),
+        "gender_accuracy": gender_scores(gender, pred[:, 1])["gender_accuracy"],
     }
 
 

@@ -13,7 +13,7 @@ from agegender.labels import AGE_BUCKETS, age_bucket
 from agegender.shift.labelled import Faces
 
 
-def _age_rows(age: np.ndarray, corrected: np.ndarray, low, high) -> dict:
+def age_rows(age: np.ndarray, corrected: np.ndarray, low, high) -> dict:
     """evaluate's age scores (MAE, RMSE, within 5 years), the mean signed error (+: too
     old), and the range's coverage and mean width (None without a range)."""
     out = {"n": int(len(age)), **age_scores(age, corrected)}
@@ -66,10 +66,10 @@ def score(faces: Faces, pred: np.ndarray, block: dict | None) -> dict:
         low, high = (
             (fitted["age_low"][exact], fitted["age_high"][exact]) if fitted else (None, None)
         )
-        out["age"] = _age_rows(f.age[exact], corrected[exact], low, high)
+        out["age"] = age_rows(f.age[exact], corrected[exact], low, high)
         which = age_bucket(f.age[exact].astype(int))
         out["buckets"] = {
-            bucket: _age_rows(
+            bucket: age_rows(
                 f.age[exact][which == b],
                 corrected[exact][which == b],
                 None if low is None else low[which == b],
