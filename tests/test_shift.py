@@ -248,3 +248,38 @@ def test_help_answers_without_importing_numpy_or_tensorflow(entry):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.splitlines()[-1] == "[]" and "labels.csv" in result.stdout
+
+
+def test_averaged_heads_answer_the_mean_of_their_heads_in_one_file(tmp_path):
+    """--adapt keeps several heads trained with other seeds; the model it writes averages
+    their answers, still takes raw pixels and still has its `features` layer."""
+    import keras
+
+    from agegender.evaluate.inference import load_model
+    from agegender.files import save_model
+    from agegender.models.model_b import split_at_features
+    from agegender.shift.adapt import averaged_heads
+
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.Dense(4, name="features")(keras.layers.GlobalAveragePooling2D()(inputs))
+    model = keras.Model(
+        inputs,
+        {"age": keras.layers.Dense(1, name="age")(features),
+         "gender": keras.layers.Dense(1, activation="sigmoid", name="gender")(features)},
+    )  # fmt: skip
+    _, head = split_at_features(model)
+    first = head.get_weights()
+    second = [w + 0.5 for w in first]
+    x = np.random.default_rng(0).uniform(0, 255, (3, 8, 8, 3)).astype("float32")
+    answers = []
+    for weights in (first, second):
+        head.set_weights(weights)
+        answers.append(model.predict(x, verbose=0))
+    bagged = averaged_heads(model, head, [first, second])
+    save_model(bagged, tmp_path / "bag.keras")
+    loaded = load_model(str(tmp_path / "bag.keras"))
+    got = loaded.predict(x, verbose=0)
+    for name in ("age", "gender"):
+        mean = (np.asarray(answers[0][name]) + np.asarray(answers[1][name])) / 2
+        np.testing.assert_allclose(np.asarray(got[name]), mean, rtol=1e-5, atol=1e-6)
+    assert loaded.get_layer("features") is not None
