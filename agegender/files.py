@@ -78,19 +78,57 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=path.suffix, dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
-    os.close(fd)
     tmp_path = Path(tmp)
+    deferred = False
     try:
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+        finally:
+            os.close(fd)
         yield tmp_path
-        os.replace(tmp_path, path)
+        if _together:  # put in place with the rest of the set, at the end of together()
+            _together[-1][tmp_path] = path
+            deferred = True
+        else:
+            os.replace(tmp_path, path)
     except OSError as error:
         failure = write_failure(error, path)
         if failure is None:
             raise
         raise failure from None
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if not deferred:
+            tmp_path.unlink(missing_ok=True)
+
+
+_together: list[dict[Path, Path]] = []  # the open together() blocks' finished files
+
+
+@contextlib.contextmanager
+def together() -> Iterator[None]:
+    """Every file written through atomic_path in the block goes into place at its end, all
+    in one publish(): a stage that fails or is killed before then leaves every previous
+    output, one interrupted during the moves finishes them first. For stages whose outputs
+    are read as one set (evaluate's metrics, calibration and intervals; the report and its
+    figures). Inside the block, written(path) is where a file written so far is."""
+    moves: dict[Path, Path] = {}
+    _together.append(moves)
+    try:
+        yield
+        _together.pop()
+        publish(moves)
+    finally:
+        if _together and _together[-1] is moves:
+            _together.pop()
+        for tmp in moves:
+            tmp.unlink(missing_ok=True)
+
+
+def written(path: Path | str) -> Path:
+    """Where `path`'s new content is: its temporary inside together(), else the path."""
+    path = Path(path)
+    pending = [tmp for block in _together for tmp, target in block.items() if target == path]
+    return pending[-1] if pending else path
 
 
 def write_text(path: Path | str, text: str) -> None:
@@ -182,10 +220,10 @@ def publish(moves: dict[Path, Path]) -> None:
     old targets go first and Ctrl-C waits until the new ones are in, so no set of outputs
     ever mixes two runs."""
     with signals_deferred():
-        for target in moves.values():
+        for source, target in moves.items():  # a file replaces a file in one step: no gap
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
-            else:
+            elif source.is_dir():
                 target.unlink(missing_ok=True)
         for source, target in moves.items():
             os.replace(source, target)

@@ -10,7 +10,7 @@ its floats in another order and the weights come out different: a perturbation o
 kind as another seed, and no larger. reports/spread.json holds the committed pipeline run
 with three seeds; a difference within t(0.975, n-1) * sqrt(2) * their standard deviation is
 a reproduction. Beyond it, something changed. One table, metric by metric; exit status 1 if
-any is beyond.
+any is beyond, 2 if nothing could be judged (no metric in common, or none with a spread).
 """
 
 from __future__ import annotations
@@ -29,9 +29,19 @@ METRICS = "reports/metrics.json"
 SPREAD = ROOT / "reports" / "spread.json"
 
 
-def flat(metrics: dict) -> dict[str, float]:
-    """{"A": {"test_mae": 6.0}} -> {"A.test_mae": 6.0}."""
-    return {f"{model}.{key}": v for model, block in metrics.items() for key, v in block.items()}
+def flat(metrics: dict, source: str) -> dict[str, float]:
+    """{"A": {"test_mae": 6.0}} -> {"A.test_mae": 6.0}; anything else stops with one line
+    naming `source` and the value."""
+    if not isinstance(metrics, dict) or not all(isinstance(b, dict) for b in metrics.values()):
+        sys.exit(f"compare_runs: {source}: not a metrics file like {METRICS}")
+    out = {}
+    for model, block in metrics.items():
+        for key, value in block.items():
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not math.isfinite(value):
+                sys.exit(f"compare_runs: {source}: {model}.{key} is {value!r}, not a finite number")
+            out[f"{model}.{key}"] = float(value)
+    return out
 
 
 def git_show(rev: str, path: str) -> str | None:
@@ -64,9 +74,28 @@ def load(run: str | None) -> dict[str, float]:
         if text is None:
             sys.exit(f"compare_runs: {run}: no such file, commit or experiment")
     try:
-        return flat(json.loads(text))
-    except (json.JSONDecodeError, AttributeError):
+        return flat(json.loads(text), run)
+    except (json.JSONDecodeError, RecursionError):
         sys.exit(f"compare_runs: {run}: not a metrics file like {METRICS}")
+
+
+def read_spread(path: str) -> tuple[dict[str, tuple], str]:
+    """The tolerances from a spread file (reports/spread.json's form) and its sentence."""
+    try:
+        spread = json.loads(Path(path).read_text())
+        runs = [
+            flat(run["metrics"], f"{path}, run {i + 1}") for i, run in enumerate(spread["runs"])
+        ]
+        how = str(spread.get("how", ""))
+    except FileNotFoundError:
+        sys.exit(f"compare_runs: {path}: not found; pass --spread with a file of reruns")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        sys.exit(f"compare_runs: {path}: unreadable ({error}); restore it with git checkout")
+    except (KeyError, TypeError, AttributeError):
+        sys.exit(f'compare_runs: {path}: needs {{"runs": [{{"metrics": ...}}, ...]}}')
+    if len(runs) < 2:
+        sys.exit(f"compare_runs: {path}: {len(runs)} run; the spread needs two runs or more")
+    return tolerances(runs), f"{len(runs)} reruns define the spread ({how})"
 
 
 def tolerances(runs: list[dict[str, float]], level: float = 0.95) -> dict[str, tuple]:
@@ -99,7 +128,8 @@ def compare(a: dict, b: dict, tol: dict) -> list[list[str]]:
             if math.isnan(limit)
             else ("within the spread" if abs(diff) <= limit else "BEYOND the spread")
         )
-        rows.append([key, f"{a[key]:g}", f"{b[key]:g}", f"{diff:+.4f}", f"{limit:.4f}", verdict])
+        allowed = "–" if math.isnan(limit) else f"{limit:.4f}"
+        rows.append([key, f"{a[key]:g}", f"{b[key]:g}", f"{diff:+.4f}", allowed, verdict])
     return rows
 
 
@@ -109,19 +139,28 @@ def main() -> None:
     parser.add_argument("second", nargs="?", help="default: the workspace")
     parser.add_argument("--spread", default=str(SPREAD), help="reruns that define the spread")
     args = parser.parse_args()
-    spread = json.loads(Path(args.spread).read_text())
-    tol = tolerances([flat(run["metrics"]) for run in spread["runs"]])
+    tol, how = read_spread(args.spread)
     rows = compare(load(args.first), load(args.second), tol)
+    if not rows:
+        sys.exit(
+            f"compare_runs: {args.first} and {args.second or 'the workspace'} have no metric "
+            f"in common: nothing was compared"
+        )
     header = ["metric", args.first, args.second or "workspace", "difference", "allowed", ""]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
     beyond = [r[0] for r in rows if r[-1].startswith("BEYOND")]
-    print(
-        f"\n{len(spread['runs'])} reruns define the spread ({spread.get('how', '')}). "
-        + (f"Beyond it: {', '.join(beyond)}." if beyond else "Every metric is within it.")
+    unknown = [r[0] for r in rows if r[-1] == "no spread known"]
+    verdict = (
+        f"Beyond it: {', '.join(beyond)}." if beyond else "Every metric with a spread is within it."
     )
-    sys.exit(1 if beyond else 0)
+    if unknown and not beyond:
+        verdict += f" No spread is known for {', '.join(unknown)}: not judged."
+    if len(unknown) == len(rows):
+        verdict = "No compared metric has a spread: nothing was judged."
+    print(f"\n{how}. {verdict}")
+    sys.exit(1 if beyond else 2 if len(unknown) == len(rows) else 0)
 
 
 if __name__ == "__main__":

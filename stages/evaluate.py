@@ -29,7 +29,7 @@ from agegender.evaluate import trust
 from agegender.evaluate.ensemble import combine, ensemble_weights
 from agegender.evaluate.intervals import bootstrap, per_face
 from agegender.evaluate.metrics import breakdown, compared, scores
-from agegender.files import write_text
+from agegender.files import together, write_text
 from agegender.layout import (
     BREAKDOWN,
     CALIBRATION,
@@ -65,7 +65,7 @@ def read_predictions(model: str, split: str, averaged: bool, faces: int) -> np.n
     return pred
 
 
-def main() -> None:
+def evaluate() -> None:
     params = P.load()
     flip = params.evaluate.flip_tta
     splits = {name: load_split(name) for name in SPLITS}
@@ -152,6 +152,13 @@ def main() -> None:
             f"evaluate: {model} {focus}: gender {m['gender_accuracy']:.2%}, "
             f"age MAE {m['age_mae']:.2f}, within 5 years {m['age_within_5']:.1%}"
         )
+
+
+def main() -> None:
+    """evaluate(), its outputs put in place as one set: metrics.json never comes from
+    another run than trust.json (a kill part-way leaves the previous set)."""
+    with together():
+        evaluate()
 
 
 if __name__ == "__main__":

@@ -80,10 +80,10 @@ def make_repo(
     (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     P.load(dest / "params.yaml")
     git("init", "-q", cwd=dest)
-    if shared_cache is not None:
-        sh("dvc", "cache", "dir", str(shared_cache), cwd=dest)
-        sh("dvc", "config", "cache.shared", "group", cwd=dest)
-        sh("dvc", "config", "cache.type", "hardlink,symlink", cwd=dest)
+    if shared_cache is not None:  # per clone (.dvc/config.local): a clone of it has its own
+        sh("dvc", "cache", "dir", "--local", str(shared_cache), cwd=dest)
+        sh("dvc", "config", "--local", "cache.shared", "group", cwd=dest)
+        sh("dvc", "config", "--local", "cache.type", "hardlink,symlink", cwd=dest)
     sh("dvc", "add", "-q", str(archive.relative_to(dest)), cwd=dest)  # as the real project does
     git("add", "-A", cwd=dest)
     git("commit", "-qm", "sample", cwd=dest)

@@ -86,3 +86,36 @@ def test_an_unknown_model_name_lists_the_valid_ones():
 
     with pytest.raises(UserError, match="give A, B, ensemble or a .keras or .tflite model file"):
         model_files("C")
+
+
+def test_an_image_over_the_pixel_limit_is_refused_as_a_file_is(in_project):
+    """The files' rule (40 MP decoded) for arrays and PIL images too: one line, before any
+    decoding or model work (an 8000x8000 array once took 37 s and 3.8 GB)."""
+    huge = np.broadcast_to(np.uint8(0), (7000, 6000, 3))  # 42 MP, no memory of its own
+    with pytest.raises(UserError, match=r"array given to analyze is too large: 6000x7000 pixels"):
+        api.analyze(huge)
+    with pytest.raises(UserError, match=r"image given to analyze is too large: 7000x6000"):
+        api.analyze(Image.new("L", (7000, 6000)))
+
+
+def test_a_closed_pil_image_is_one_line(in_project, tmp_path):
+    draw_face(30, 0, np.random.default_rng(0)).save(tmp_path / "face.jpg")
+    image = Image.open(tmp_path / "face.jpg")
+    image.close()
+    with pytest.raises(UserError, match="cannot be read .Operation on closed image"):
+        api.analyze(image)
+
+
+def test_the_first_analyze_prints_no_tensorflow_start_up_lines(in_project):
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from agegender.api import analyze\n"
+        "print(analyze(np.zeros((64, 64, 3), np.uint8), detect_faces=False)[0]['gender'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in ("male", "female")
+    assert "cuda" not in done.stderr.lower() and "absl" not in done.stderr, done.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -103,3 +105,78 @@ def test_a_reduced_jpeg_decode_reports_boxes_in_full_pixels_on_both_axes(tmp_pat
     x, y, w, h = face.box
     assert x >= 0 and y >= 0 and x + w <= 2000 and y + h <= 1500
     assert centre_in(face.box, (500 + 260, 300 + 100, 500 + 520, 300 + 360))
+
+
+@pytest.mark.parametrize("alpha", [0, 255])
+def test_transparency_hides_a_face_from_the_detector_as_from_the_model(tmp_path, alpha):
+    """A fully transparent PNG shows a white square: no face, never a confident answer for a
+    face only the detector saw; the same pixels opaque are a face."""
+    pixels = np.dstack([np.asarray(ASTRONAUT), np.full(ASTRONAUT.size[::-1], alpha, np.uint8)])
+    path = tmp_path / "face.png"
+    Image.fromarray(pixels, "RGBA").save(path)
+    faces = read(str(path), (64,), faces=True)
+    if alpha == 0:
+        assert [f.error for f in faces] == [NO_FACE]
+    else:
+        assert faces[0].error is None and len(faces) == 1
+        assert faces[0].pixels[64].mean() < 200  # her face, not white
+
+
+def test_a_transparent_area_is_white_for_the_crop_as_for_the_detector():
+    pixels = np.dstack([np.asarray(ASTRONAUT), np.full(ASTRONAUT.size[::-1], 255, np.uint8)])
+    pixels[:, 300:, 3] = 0  # the right part transparent: her face (x 160-230) stays
+    faces = crops(Image.fromarray(pixels, "RGBA"), (64,), faces=False)
+    square = faces[0].pixels[64]
+    assert (square[:, 40:] == 255).all() and square[:, :30].mean() < 200
+
+
+def test_a_48_megapixel_phone_photo_is_read_reduced_and_boxed_in_full_pixels(tmp_path):
+    """Over the 40 MP decoding limit as a whole, but a JPEG decodes at 1/2 to 1/8 scale:
+    the face is found and its box given in the photo's own pixels."""
+    photo = Image.new("RGB", (8000, 6000), (200, 200, 200))
+    photo.paste(ASTRONAUT.resize((2048, 2048)), (3000, 2000))  # 4 times: her face at x 3640-4100
+    photo.save(tmp_path / "phone.jpg", quality=80)
+    faces = read(str(tmp_path / "phone.jpg"), (64,), faces=True)
+    assert faces[0].error is None and len(faces) == 1
+    assert centre_in(faces[0].box, (3000 + 640, 2000 + 280, 3000 + 1100, 2000 + 700))
+    assert 300 < faces[0].box[2] < 500  # about 4 times her box in the 512 px photo
+
+
+def test_a_png_over_the_limit_and_a_bomb_are_refused_in_one_line(tmp_path):
+    Image.new("L", (7000, 6000)).save(tmp_path / "big.png")
+    (face,) = read(str(tmp_path / "big.png"), (64,), faces=True)
+    assert face.error.startswith("too large: 7000x6000 pixels, over the 40 MP limit")
+    Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")  # 400 MP, 50 MB as 1 bit
+    (face,) = read(str(tmp_path / "bomb.png"), (64,), faces=True)
+    assert face.error.startswith("too large: over 200 MP, refused as a possible decompression")
+
+
+def test_large_images_are_decoded_one_at_a_time_whatever_the_threads(tmp_path, monkeypatch):
+    """The decode budget (40 MP over all threads) bounds predict's memory however many
+    --workers decode: four 25 MP images never overlap, small ones do."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agegender.serve import faces as faces_module
+
+    running, most = [0], [0]
+    real = faces_module.crops
+
+    def counting(*args, **kwargs):
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.2)  # long enough for the other threads to try to start
+            return real(*args, **kwargs)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(faces_module, "crops", counting)
+    for name, side in (("big", 5000), ("small", 300)):
+        for i in range(4):
+            Image.new("L", (side, side), 90).save(tmp_path / f"{name}{i}.png")
+        with ThreadPoolExecutor(4) as pool:
+            paths = [str(tmp_path / f"{name}{i}.png") for i in range(4)]
+            done = list(pool.map(lambda p: read(p, (32,), faces=False), paths))
+        assert all(found[0].error is None for found in done)
+        assert most[0] == (1 if name == "big" else 4), name
+        most[0] = 0

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -16,6 +17,8 @@ from tests.pipeline import SAMPLE, check_outputs, declared_outputs, make_repo
 
 @pytest.mark.slow
 def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
+    """The pipeline as README's team server runs it: one cache folder, group-shared,
+    outputs linked into the workspace; then the DVC commands a user runs."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     overrides = [
         *SAMPLE,
@@ -24,7 +27,8 @@ def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
         "model_a.fit.epochs=1",
         "train.deterministic=true",
     ]
-    repo = make_repo(tmp_path / "repo", overrides, real=False)
+    cache = tmp_path / "team-cache"
+    repo = make_repo(tmp_path / "repo", overrides, shared_cache=cache)  # real data if there
     sh("dvc", "repro", cwd=repo)
     metrics = check_outputs(repo)
     assert metrics["model_a"]["val"]["n"] == 100
@@ -37,6 +41,7 @@ def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
     second = out_hashes(repo)
     changed = sorted(p for p in first if second.get(p) != first[p])
     assert not changed and first.keys() == second.keys(), changed
+    shared_cache_is_intact(repo, cache)
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo).stdout)
     keys = json.dumps(shown)
     for key in ("val_acc", "test_mae", '"A"', '"B"', '"AB"'):
@@ -47,6 +52,7 @@ def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "results", cwd=repo)
     a_failed_run_keeps_every_output(repo)
+    readme_experiments(repo)
     committed = (repo / "reports" / "metrics.json").read_text()
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw["evaluate"]["flip_tta"] = not raw["evaluate"]["flip_tta"]
@@ -97,6 +103,69 @@ def a_failed_run_keeps_every_output(repo) -> None:
     assert "up to date" in sh("dvc", "status", cwd=repo).stdout
 
 
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def readme_command(start: str) -> str:
+    """The README's command line (in "The DVC loop") that starts with `start`, without its
+    comment: the test runs what a user copies."""
+    block = README.split("## The DVC loop", 1)[1].split("```", 2)[1]
+    line = next(line for line in block.splitlines() if line.startswith(start))
+    return line.split("  #", 1)[0].strip()
+
+
+def readme_experiments(repo) -> None:
+    """README's experiment commands, as a user runs them: a failed `--temp` experiment
+    leaves params.yaml as it was; two started at once keep their own records; the README's
+    `dvc exp show` shows the val metrics in 120 columns."""
+    pattern = readme_command("dvc exp run --temp")
+    assert pattern.startswith("dvc exp run --temp -n ")
+
+    def experiment(name: str, value: str) -> list[str]:
+        return ["dvc", "exp", "run", "--temp", "-n", name, "-S", value]
+
+    failed = sh(*experiment("bad", "model_a.fit.epochs=-1"), cwd=repo, check=False)
+    assert failed.returncode != 0 and "model_a.fit.epochs" in failed.stdout + failed.stderr
+    assert sh("git", "status", "--porcelain", cwd=repo).stdout == ""  # params.yaml as it was
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", *experiment(f"boot-{n}", f"evaluate.bootstrap={n}")],
+            cwd=repo,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for n in (150, 160)
+    ]
+    for run in runs:
+        out, _ = run.communicate(timeout=900)
+        assert run.returncode == 0, out
+    assert sh("git", "status", "--porcelain", cwd=repo).stdout == ""
+    for n in (150, 160):  # each record: its params, its lock, and its intervals agree
+        ref = f"refs/exps/{experiment_ref(repo, f'boot-{n}')}"
+        lock = yaml.safe_load(sh("git", "show", f"{ref}:dvc.lock", cwd=repo).stdout)
+        assert lock["stages"]["evaluate"]["params"]["params.yaml"]["evaluate.bootstrap"] == n
+        trust = json.loads(sh("git", "show", f"{ref}:reports/eval/trust.json", cwd=repo).stdout)
+        assert trust["intervals"]["resamples"] == n
+    show = readme_command("dvc exp show").replace("dvc", f"{sys.executable} -m dvc", 1)
+    table = subprocess.run(
+        show, shell=True, cwd=repo, env={**ENV, "COLUMNS": "120"}, capture_output=True,
+        text=True, check=True,
+    ).stdout  # fmt: skip
+    header = next(line for line in table.splitlines() if "Experiment" in line)
+    assert "…" not in header, table  # rich fits the table to COLUMNS
+    for name in ("A.val_acc", "A.val_mae", "B.val_acc", "B.val_mae", "AB.val_mae", "seed"):
+        assert name in header, table
+    assert "boot-150" in table and "boot-160" in table
+
+
+def experiment_ref(repo, name: str) -> str:
+    """The path under refs/exps of the experiment called `name`."""
+    refs = sh("git", "for-each-ref", "--format=%(refname)", "refs/exps", cwd=repo).stdout.split()
+    return next(ref for ref in refs if ref.endswith(f"/{name}")).removeprefix("refs/exps/")
+
+
 def file_hashes(repo) -> dict[str, str]:
     """{file: md5} of every file under the declared outputs (models, folders, reports)."""
     found = {}
@@ -113,17 +182,9 @@ def out_hashes(repo) -> dict[str, str]:
     return {out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", [])}
 
 
-@pytest.mark.slow
-def test_a_shared_cache_keeps_every_output_correct(tmp_path, monkeypatch):
-    """README's team server: one cache folder, group-shared, outputs linked into the
-    workspace. Outputs are replaced, never written through a link, so after a forced rerun
-    every cached file still holds the bytes its name (their md5) says."""
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    overrides = [*SAMPLE, "data.image_size=32", "model_a.stem_stride=2", "model_a.fit.epochs=1"]
-    cache = tmp_path / "team-cache"
-    repo = make_repo(tmp_path / "repo", overrides, real=False, shared_cache=cache)
-    sh("dvc", "repro", cwd=repo)
-    sh("dvc", "repro", "--force", cwd=repo)
+def shared_cache_is_intact(repo, cache) -> None:
+    """Outputs are replaced, never written through a link: after a forced rerun every
+    cached file still holds the bytes its name (their md5) says."""
     objects = [f for f in (cache / "files" / "md5").rglob("*") if f.is_file()]
     assert len(objects) > 10
     for obj in objects:
@@ -131,4 +192,3 @@ def test_a_shared_cache_keeps_every_output_correct(tmp_path, monkeypatch):
         assert obj.parent.name + obj.name.removesuffix(".dir") == digest, obj
     model = repo / "models" / "age_gender_A.keras"
     assert model.is_symlink() or model.stat().st_nlink > 1  # linked from the cache, not copied
-    assert "up to date" in sh("dvc", "status", cwd=repo).stdout

@@ -409,8 +409,9 @@ def test_workers_must_be_positive(workers, capsys):
 )
 def test_model_of_another_shape_is_one_line(tmp_path, capsys, shape, outputs, shown):
     path = save_model(tmp_path / "odd.keras", shape, outputs)
+    (tmp_path / "x.jpg").write_bytes(jpeg(draw_face(30, 0, np.random.default_rng(0))))
     with pytest.raises(SystemExit) as exit_info:
-        predict.main(["x.jpg", "--model", path])
+        predict.main([str(tmp_path / "x.jpg"), "--model", path])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: ") and shown in err and err.count("\n") == 1
@@ -459,3 +460,61 @@ def test_a_16_bit_image_is_not_predicted_as_white(tiny_model, tmp_path):
     Image.fromarray(gray.astype(np.uint16)).save(tmp_path / "astronaut16.png")
     (found,) = predict.read(str(tmp_path / "astronaut16.png"), (32,), True)
     assert found.error is None and found.index == 0  # the detector saw a face, not white
+
+
+def test_a_file_name_like_a_formula_is_no_formula_in_the_csv(tiny_model, tmp_path, monkeypatch):
+    face = jpeg(draw_face(30, 0, np.random.default_rng(0)))
+    names = ["=1+1.jpg", "@cmd.jpg", "-x.jpg", "plain.jpg"]
+    for name in names:
+        (tmp_path / name).write_bytes(face)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--model", tiny_model, "--csv", "out.csv", "--crops", "--", *names]
+    assert predict.cli(argv) == 0
+    cells = [r["path"] for r in csv.DictReader(io.StringIO(Path("out.csv").read_text()))]
+    assert cells == ["'=1+1.jpg", "'@cmd.jpg", "'-x.jpg", "plain.jpg"]
+
+
+def test_an_unlistable_sub_folder_is_one_record_and_the_rest_is_written(
+    tiny_model, tmp_path, monkeypatch, capsys
+):
+    """An unreadable folder and one removed mid-run: each gets its error record, every
+    other image its prediction, and the CSV is written."""
+    face = jpeg(draw_face(30, 0, np.random.default_rng(0)))
+    for name in ("a/1.jpg", "locked/2.jpg", "gone/3.jpg", "z/4.jpg"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(face)
+    scandir = os.scandir
+
+    def failing(path):
+        name = os.path.basename(path)
+        if name == "locked":
+            raise PermissionError(13, "Permission denied", path)
+        if name == "gone":
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", failing)
+    out = tmp_path / "out.csv"
+    assert predict.cli([str(tmp_path), "--model", tiny_model, "--csv", str(out), "--crops"]) == 0
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open(encoding="utf-8"))}
+    assert rows["locked"]["error"] == "folder not listed (Permission denied)"
+    assert rows["gone"]["error"] == "folder not listed (No such file or directory)"
+    assert rows["1.jpg"]["age"] and rows["4.jpg"]["age"] and "out.csv" not in rows
+    assert "predict: 4 images, 2 errors" in capsys.readouterr().err
+
+
+def test_only_missing_inputs_stop_before_the_models_load(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(predict, "load_model", lambda path: pytest.fail("loaded a model"))
+    with pytest.raises(UserError, match=r"x.jpg: no such file or folder; nothing to predict"):
+        predict.cli([str(tmp_path / "x.jpg"), "--crops", "--model", tiny_model])
+    missing = [str(tmp_path / n) for n in ("a.jpg", "b.jpg", "c.jpg")]
+    with pytest.raises(UserError, match=r"a.jpg: no such file or folder \(nor the 2 other"):
+        predict.cli([*missing, "--crops", "--model", tiny_model])
+
+
+def test_a_run_of_errors_prints_no_speed(tiny_model, tmp_path, capsys):
+    (tmp_path / "bad.jpg").write_text("not an image")
+    assert predict.cli([str(tmp_path / "bad.jpg"), str(tmp_path / "gone.jpg"), "--crops",
+                        "--model", tiny_model]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert "predict: 2 images, 2 errors\n" in err and "images/s" not in err

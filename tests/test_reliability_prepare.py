@@ -234,6 +234,8 @@ def test_oversized_and_odd_members_end_up_in_faces_csv(project, monkeypatch):
     monkeypatch.setattr(archive, "MAX_FILE_BYTES", 2**20)
     odd = b"50_1_0_20170101000000000\xff.jpg.chip.jpg".decode("utf-8", "surrogateescape")
     files = [*faces(420), (odd, FACE), ("60_0_0_20170101000000000.jpg.chip.jpg", FACE * 500)]
+    formulas = ['=HYPERLINK("x").jpg', "+1_0_0_2017.jpg", "@SUM(A1).jpg", "-2.jpg"]
+    files += [(name, FACE) for name in formulas]
     _tar(project / "data" / "raw" / "odd.tar.gz", files, "w:gz")
     write_params(project, [*SMALL, "data.raw=data/raw/odd.tar.gz"])
     prepare.main()
@@ -242,6 +244,8 @@ def test_oversized_and_odd_members_end_up_in_faces_csv(project, monkeypatch):
     big = rows.loc["60_0_0_20170101000000000.jpg.chip.jpg"]
     assert big.status == "unreadable" and "over the 1 MB limit" in big.reason and not big.sha256
     assert "cannot be decoded" in rows.loc["35_0_0_20170101000000097.jpg.chip.jpg", "reason"]
+    names = set(rows.index)  # a spreadsheet opening faces.csv runs no formula from a name
+    assert {"'" + name for name in formulas} <= names and not names & set(formulas)
 
 
 def test_faces_csv_is_written_as_pandas_writes_it(project):

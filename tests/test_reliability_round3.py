@@ -234,3 +234,58 @@ def test_a_last_partial_batch_is_cut_to_split_over_the_devices(capsys):
     assert "2 of 240 faces left out" in capsys.readouterr().out
     assert whole_batches((x, y), 28, 1, "fit train")[0] is x  # one device: as it is
     assert whole_batches((x, y), 24, 7, "fit train")[0] is x  # 240 = 10 x 24: no partial batch
+
+
+def test_a_two_column_teacher_array_stops_train_a_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "teacher").mkdir(parents=True)
+    np.save(tmp_path / "data" / "teacher" / "age.npy", np.full((3, 2), 30.0, "float32"))
+    np.save(tmp_path / "data" / "teacher" / "gender.npy", np.full(3, 0.5, "float32"))
+    with pytest.raises(UserError) as error:
+        load_teacher(3)
+    one_line(error, "age.npy", "shape (3, 2), not one value per training face (3,)")
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("-1", "must be >= 1: model A trains in one fit, got -1"),
+        ("0", "must be >= 1: model A trains in one fit, got 0"),
+    ],
+)
+def test_model_a_epochs_below_one_get_one_bound_whatever_the_value(tmp_path, value, message):
+    """-1 once said 'must be >= 0' and then 0 was refused with '>= 1'."""
+    with pytest.raises(ParamsError) as error:
+        write_params(tmp_path, [f"model_a.fit.epochs={value}"])
+    one_line(error, "model_a.fit.epochs", message)
+
+
+def test_model_b_phase_epochs_may_be_0_but_not_negative(tmp_path):
+    with pytest.raises(ParamsError) as error:
+        write_params(tmp_path, ["model_b.phase1.epochs=-1"])
+    one_line(error, "model_b.phase1.epochs", "must be >= 0, got -1")
+
+
+def test_val_scores_after_training_cut_the_last_batch_for_the_devices(monkeypatch):
+    """Training cut val for the devices, the scores after it did not: 1,000 faces in batches
+    of 256 over 7 devices (jax) ended in IndivisibleError after the last epoch."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from agegender.params import Loader
+    from agegender.training import loop
+
+    seen = []
+
+    class Model:
+        def evaluate(self, x, y, batch_size, verbose, return_dict):
+            seen.append(len(x))
+            return defaultdict(lambda: 0.5)
+
+    monkeypatch.setattr(loop, "targets", lambda model, split: {"age": split.age[:, None]})
+    val = SimpleNamespace(images=np.zeros((1000, 4, 4, 3), "uint8"), age=np.zeros(1000))
+    trainer = SimpleNamespace(val=val, model=Model(), loader=Loader("arrays", 1))
+    for devices, kept in ((7, 999), (1, 1000)):
+        trainer.devices = lambda devices=devices: devices
+        loop.Trainer.evaluate(trainer, 256)
+        assert seen[-1] == kept and (kept % 256) % devices == 0

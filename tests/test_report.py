@@ -25,7 +25,7 @@ from agegender.layout import FIGURES as FIGURE_DIR
 from agegender.layout import MODELS, SPLITS, TRAINED
 from agegender.metric_table import SCORES
 from agegender.report import build as report
-from agegender.report.comparison import winner_sentence
+from agegender.report.comparison import ensemble_sentence, winner_sentence
 from agegender.report.document import Figure, Heading, Table, Text, to_html, to_markdown
 from agegender.report.reproduce import lock_rows
 from agegender.report.shift_section import shift_section
@@ -291,9 +291,84 @@ def test_winner_sentence_names_the_winner_and_the_margins_with_intervals():
     age = winner_sentence(metrics, "test", "age_mae", "Age", differences)
     assert age.startswith("Age: model B has the best age MAE on the test split, 5.250 years")
     assert "model A by 1.250 years (6.500, 95 % interval +1.00 to +1.50 years)" in age
-    assert "the ensemble by 0.250 years (5.500, indistinguishable on this split" in age
+    assert "the ensemble by 0.250 years (5.500, 95 % interval -0.10 to +0.60 years, " in age
+    assert "indistinguishable on this split)" in age
     gender = winner_sentence(metrics, "test", "gender_accuracy", "Gender")
     assert "model A by 2.00 points (90.00%, no interval)" in gender  # never a bare winner
+
+
+def test_a_lead_in_accuracy_is_stated_with_the_interval_of_the_lead():
+    metrics = {
+        "model_a": scores(0.9, 6.0),
+        "model_b": scores(0.94, 5.0),
+        "ensemble": scores(0.93, 5.5),
+    }
+    differences = {
+        "model_b - model_a": {"gender_accuracy": {"value": 0.04, "low": 0.03, "high": 0.05}},
+        "ensemble - model_b": {"gender_accuracy": {"value": -0.01, "low": -0.02, "high": 0.005}},
+    }
+    gender = winner_sentence(metrics, "test", "gender_accuracy", "Gender", differences)
+    assert "model A by 4.00 points (90.00%, 95 % interval +3.00 to +5.00 points)" in gender
+    assert "ensemble by 1.00 points (93.00%, 95 % interval -0.50 to +2.00 points, " in gender
+
+
+def test_ensemble_sentence_states_the_interval_of_its_change():
+    metrics = {
+        "model_a": scores(0.9, 6.0),
+        "model_b": scores(0.94, 5.0),
+        "ensemble": scores(0.94, 4.96),
+    }
+    differences = {
+        "ensemble - model_b": {
+            "age_mae": {"value": -0.04, "low": -0.09, "high": -0.01},
+            "gender_accuracy": {"value": 0.0, "low": -0.002, "high": 0.002},
+        }
+    }
+    text = ensemble_sentence(metrics, "test", differences)
+    assert "lowers the age MAE by 0.040 years relative to the better single model " in text
+    assert "(95 % interval -0.09 to -0.01 years)" in text
+    assert "(95 % interval -0.20 to +0.20 points, indistinguishable on this split)." in text
+
+
+INTERVAL = re.compile(r"95 % interval ([+-]\d+\.\d+) to ([+-]\d+\.\d+)")
+VERB = re.compile(r"\b(leads|lowers|raises|changes|leaves)\b")
+
+
+def stated_claims(text: str) -> list[tuple[str, float, float, float]]:
+    """(sentence part, the difference it states, the interval's ends) for every comparison
+    in a report: a lead and a rise are positive, a fall negative. "it leads X by 1 (...) and
+    Y by 2 (...)": the second part keeps the verb of the first."""
+    claims = []
+    for line in text.splitlines():
+        verb, start = None, 0
+        for found in INTERVAL.finditer(line):
+            part = line[start : found.start()]
+            verb = (VERB.findall(part) or [verb])[-1]
+            values = re.findall(r"\bby ([+-]?\d+\.\d+)", part)
+            if values:
+                stated = float(values[-1]) * (-1 if verb == "lowers" else 1)
+            elif "unchanged" in part:
+                stated = 0.0
+            else:
+                continue  # an interval with no stated difference (a table's note)
+            claims.append((part, stated, float(found[1]), float(found[2])))
+            start = found.end()
+    return claims
+
+
+@pytest.mark.parametrize("which", ["committed", "sample"])
+def test_every_stated_difference_lies_in_its_stated_interval(which, request):
+    """Read as a user reads: a sentence that says "leads by 4.18 points (95 % interval -5.00
+    to -3.42)" contradicts itself; every comparison's interval must hold what it states."""
+    if which == "committed":
+        text = (ROOT / "reports" / "report.md").read_text()
+    else:
+        text = request.getfixturevalue("markdown")
+    claims = stated_claims(text)
+    assert len(claims) >= 8, claims  # the leads, the ensemble's two changes, flip averaging
+    for part, stated, low, high in claims:
+        assert low - 0.006 <= stated <= high + 0.006, part
+    assert text.count("(") == text.count(")")
 
 
 def test_winner_sentence_with_a_full_tie_or_no_values():

@@ -113,3 +113,64 @@ def test_compare_runs_reads_files_and_says_what_is_not_one(tmp_path):
         compare_runs.load(str(bad))
     with pytest.raises(SystemExit, match="no such file, commit or experiment"):
         compare_runs.load("no-such-run-anywhere")
+
+
+def run_compare(monkeypatch, capsys, *argv: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", *argv])
+    with pytest.raises(SystemExit) as stop:
+        compare_runs.main()
+    code = stop.value.code
+    out = capsys.readouterr().out
+    return (code if isinstance(code, int) else 1), out + ("" if isinstance(code, int) else code)
+
+
+SPREAD_RUNS = {"how": "test", "runs": [{"metrics": {"A": {"test_mae": v}}} for v in (6.0, 6.1)]}
+
+
+@pytest.mark.parametrize(
+    "spread, message",
+    [
+        (None, "spread.json: not found; pass --spread"),
+        ("{", "spread.json: unreadable"),
+        ('{"runs": 3}', 'spread.json: needs {"runs"'),
+        ('{"runs": [{"metrics": {"A": {"test_mae": 6.0}}}]}', "1 run; the spread needs two"),
+        (
+            '{"runs": [{"metrics": {"A": {"test_mae": "6.0"}}}, {"metrics": {}}]}',
+            "run 1: A.test_mae is '6.0', not a finite number",
+        ),
+    ],
+)
+def test_compare_runs_refuses_a_bad_spread_file_in_one_line(
+    tmp_path, monkeypatch, capsys, spread, message
+):
+    path = tmp_path / "spread.json"
+    if spread is not None:
+        path.write_text(spread)
+    metrics = tmp_path / "m.json"
+    metrics.write_text(json.dumps({"A": {"test_mae": 6.0}}))
+    code, out = run_compare(monkeypatch, capsys, str(metrics), str(metrics), "--spread", str(path))
+    assert code == 1 and message in out and "Traceback" not in out
+    assert len(out.strip().splitlines()) == 1
+
+
+def test_compare_runs_says_when_nothing_was_compared_or_judged(tmp_path, monkeypatch, capsys):
+    spread = tmp_path / "spread.json"
+    spread.write_text(json.dumps(SPREAD_RUNS))
+    empty, other, good = (tmp_path / f"{n}.json" for n in ("empty", "other", "good"))
+    empty.write_text("{}")
+    other.write_text(json.dumps({"AB": {"val_acc": 0.9}}))
+    good.write_text(json.dumps({"A": {"test_mae": 6.0}, "AB": {"val_acc": 0.9}}))
+    code, out = run_compare(monkeypatch, capsys, str(empty), str(good), "--spread", str(spread))
+    assert code == 1 and "no metric in common: nothing was compared" in out
+    code, out = run_compare(monkeypatch, capsys, str(other), str(good), "--spread", str(spread))
+    assert code == 2 and "nothing was judged" in out and "nan" not in out
+    code, out = run_compare(monkeypatch, capsys, str(good), str(good), "--spread", str(spread))
+    assert code == 0 and "No spread is known for AB.val_acc: not judged." in out
+    assert "Every metric with a spread is within it." in out and "nan" not in out
+
+
+def test_compare_runs_refuses_a_text_valued_metric(tmp_path):
+    text = tmp_path / "m.json"
+    text.write_text(json.dumps({"A": {"test_mae": "six"}}))
+    with pytest.raises(SystemExit, match=r"A.test_mae is 'six', not a finite number"):
+        compare_runs.load(str(text))

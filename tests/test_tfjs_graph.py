@@ -194,6 +194,17 @@ def test_damaged_files_are_one_line_errors(tiny, tmp_path):
         tfjs_graph.read(tmp_path / "tiny.json")
 
 
+@pytest.mark.parametrize("key", ["dtype", "shape", "name"])
+def test_a_manifest_entry_without_its_dtype_shape_or_name_is_one_line(tiny, tmp_path, key):
+    _, path = tiny
+    spec = json.loads(path.read_text())
+    del spec["weightsManifest"][0]["weights"][3][key]
+    (tmp_path / "tiny.json").write_text(json.dumps(spec))
+    shutil.copy(path.parent / "tiny.bin", tmp_path / "tiny.bin")
+    with pytest.raises(UserError, match="weightsManifest entry 4 lacks a name, dtype or shape"):
+        tfjs_graph.read(tmp_path / "tiny.json")
+
+
 def test_missing_or_altered_cache_files_say_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(UserError) as error:

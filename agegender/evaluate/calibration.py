@@ -63,7 +63,10 @@ def bucket_edges(predicted: np.ndarray) -> list[float]:
 
 
 def bucket_of(predicted: np.ndarray, edges: list[float]) -> np.ndarray:
-    return np.searchsorted(np.asarray(edges), predicted, side="right") - 1
+    """The bucket [edges[i], edges[i + 1]) of each prediction; one below the first edge (a
+    linear age head can say -0.4) is in the first bucket, never index -1 (the last)."""
+    which = np.searchsorted(np.asarray(edges), predicted, side="right") - 1
+    return np.maximum(which, 0)
 
 
 def fit_ranges(

@@ -87,19 +87,26 @@ def read(json_path: Path | str) -> tuple[dict, dict[str, np.ndarray]]:
     for group in groups:
         blob = _weights_blob(json_path, group)
         offset = 0
-        for entry in group["weights"]:
-            if entry.get("quantization") or entry["dtype"] not in DTYPES:
-                raise UserError(f"{json_path}: tensor {entry['name']}: unsupported encoding")
-            dtype = np.dtype(DTYPES[entry["dtype"]])
-            count = int(np.prod(entry["shape"], dtype=np.int64))
+        for number, entry in enumerate(group["weights"]):
+            try:
+                name, kind, shape = entry["name"], entry["dtype"], [int(d) for d in entry["shape"]]
+            except (KeyError, TypeError, ValueError) as error:
+                raise UserError(
+                    f"{json_path}: weightsManifest entry {number + 1} lacks a name, dtype or "
+                    f"shape ({type(error).__name__}: {error}); {HOW_TO_GET}"
+                ) from None
+            if entry.get("quantization") or kind not in DTYPES:
+                raise UserError(f"{json_path}: tensor {name}: unsupported encoding")
+            dtype = np.dtype(DTYPES[kind])
+            count = int(np.prod(shape, dtype=np.int64))
             end = offset + count * dtype.itemsize
             if end > len(blob):
                 raise UserError(
                     f"{json_path}: the weights file is truncated ({len(blob)} bytes, tensor "
-                    f"{entry['name']} ends at {end}); {HOW_TO_GET}"
+                    f"{name} ends at {end}); {HOW_TO_GET}"
                 )
-            data = np.frombuffer(blob, dtype, count, offset).reshape(entry["shape"])
-            tensors[entry["name"]] = data.astype(dtype.newbyteorder("="))
+            data = np.frombuffer(blob, dtype, count, offset).reshape(shape)
+            tensors[name] = data.astype(dtype.newbyteorder("="))
             offset = end
         if offset != len(blob):
             raise UserError(f"{json_path}: {len(blob) - offset} bytes left after the last tensor")

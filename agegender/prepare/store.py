@@ -22,6 +22,7 @@ from agegender.errors import UserError, write_failure
 from agegender.files import StagedFolder, publish, write_text
 from agegender.layout import FACES_CSV, PREPARED, SPLITS, SUMMARY
 from agegender.prepare.table import FileTable, disk_error
+from agegender.spreadsheet import safe_cell
 
 OUTPUTS = (*SPLITS, FACES_CSV.name, SUMMARY.name)  # what one prepare run replaces, together
 CSV_COLUMNS = ("name", "sha256", "age", "gender", "race", "status", "reason", "split")
@@ -96,7 +97,8 @@ def _write_csv(table: FileTable, path: Path) -> None:
     with open(path, "w", newline="") as file:
         out = csv.writer(file, lineterminator="\n")
         out.writerow(CSV_COLUMNS)
-        out.writerows(table.rows(f"SELECT {', '.join(CSV_COLUMNS)} FROM faces ORDER BY pos"))
+        rows = table.rows(f"SELECT {', '.join(CSV_COLUMNS)} FROM faces ORDER BY pos")
+        out.writerows([safe_cell(cell) for cell in row] for row in rows)
 
 
 def write_prepared(

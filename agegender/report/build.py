@@ -6,7 +6,7 @@ from __future__ import annotations
 import matplotlib
 
 from agegender import params as P
-from agegender.files import write_text
+from agegender.files import together, write_text
 from agegender.layout import CHARTS, FIGURES, MODEL_A, MODEL_B, REPORT_HTML, REPORT_MD
 from agegender.models.backbones import BACKBONES
 from agegender.report.comparison import comparison_section, winner_sentence
@@ -101,12 +101,13 @@ def main() -> None:
     params = P.load()
     FIGURES.mkdir(parents=True, exist_ok=True)
     CHARTS.mkdir(parents=True, exist_ok=True)
-    with matplotlib.rc_context(STYLE):
-        title, blocks = build(params)
-    made = {b.path for b in blocks if isinstance(b, Figure)}
+    with together():  # the documents and their figures change as one set, or not at all
+        with matplotlib.rc_context(STYLE):
+            title, blocks = build(params)
+        made = {b.path for b in blocks if isinstance(b, Figure)}
+        write_text(REPORT_MD, to_markdown(blocks))
+        write_text(REPORT_HTML, to_html(blocks, title))
     for stale in [*FIGURES.glob("*.png"), *CHARTS.glob("*.svg")]:  # e.g. a diagram from
         if stale not in made:  # when Graphviz was installed
             stale.unlink()
-    write_text(REPORT_MD, to_markdown(blocks))
-    write_text(REPORT_HTML, to_html(blocks, title))
     print(f"report: wrote {REPORT_MD}, {REPORT_HTML} and {len(made)} figures")

@@ -107,9 +107,10 @@ def winner_sentence(
             f"{task}: all models reach the same {label}, {fmt(best, kind)}, on the {focus} split."
         )
     scale = 100 if kind == "pct" else 1
+    lead = 1 if lower else -1  # the interval of the lead, m - best or best - m: positive
     gaps = [
         f"{MODELS[m].name} by {abs(v - best) * scale:.{decimals}f}{unit} ({fmt(v, kind)}, "
-        f"{interval_phrase(differences or {}, best_key, m, key, kind).strip('()')})"
+        f"{interval_phrase(differences or {}, best_key, m, key, kind, lead)})"
         for m, v in values[1:]
     ]
     return (
@@ -141,9 +142,9 @@ def ensemble_sentence(metrics: dict, focus: str, differences: dict | None = None
     return (
         "Averaging the two models' outputs (the ensemble) "
         + change_text(mae, "years", 3).format("the age MAE")
-        + f" relative to the better single model {mae_interval}, and "
+        + f" relative to the better single model ({mae_interval}), and "
         + change_text(100 * acc, "points", 2).format("gender accuracy")
-        + f" relative to the more accurate one {acc_interval}."
+        + f" relative to the more accurate one ({acc_interval})."
     )
 
 
@@ -184,9 +185,9 @@ def flip_sentence(scores: dict[bool, dict], focus: str, flip: bool, flips: dict)
     mae, acc = on["age_mae"] - off["age_mae"], on["gender_accuracy"] - off["gender_accuracy"]
     return (
         f"Averaging each prediction with that of the mirrored face changes the ensemble's "
-        f"age MAE by {mae:+.3f} years {interval_phrase(flips, 'plain', 'flip', 'age_mae', '3f')} "
+        f"age MAE by {mae:+.3f} years ({interval_phrase(flips, 'plain', 'flip', 'age_mae', '3f')}) "
         f"and its gender accuracy by {100 * acc:+.2f} points "
-        f"{interval_phrase(flips, 'plain', 'flip', 'gender_accuracy', 'pct')} "
+        f"({interval_phrase(flips, 'plain', 'flip', 'gender_accuracy', 'pct')}) "
         f"(`evaluate.flip_tta` is {str(flip).lower()}: the scores above are "
         f"{'with' if flip else 'without'} it)."
     )

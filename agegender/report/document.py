@@ -18,6 +18,7 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from agegender.files import written
 from agegender.layout import REPORT_MD
 
 
@@ -119,7 +120,7 @@ SVG_DATA = "data:image/svg+xml;base64,"
 def data_uri(path: Path) -> str:
     """The image itself (PNG or SVG), so report.html needs no other file."""
     head = SVG_DATA if path.suffix == ".svg" else "data:image/png;base64,"
-    return head + base64.b64encode(path.read_bytes()).decode("ascii")
+    return head + base64.b64encode(written(path).read_bytes()).decode("ascii")
 
 
 def block_markdown(block: Block, number: int, image: Callable[[Path], str]) -> str:

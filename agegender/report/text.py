@@ -43,16 +43,19 @@ def capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def interval_phrase(differences: dict, first: str, second: str, key: str, kind: str) -> str:
-    """'(95 % interval 0.2 to 1.1 points)' for second minus first, from trust.json's paired
-    bootstrap, or 'indistinguishable on this split (95 % interval ...)' when it holds 0."""
+def interval_phrase(
+    differences: dict, first: str, second: str, key: str, kind: str, sign: int = 1
+) -> str:
+    """'95 % interval +0.20 to +1.10 points' for sign * (second - first), from trust.json's
+    paired bootstrap, with ', indistinguishable on this split' when it holds 0. `sign` lets a
+    sentence state the interval of the very difference it states (a lead is positive)."""
     found = differences.get(f"{second} - {first}", {}).get(key)
-    sign = 1
     if found is None:
-        found, sign = differences.get(f"{first} - {second}", {}).get(key), -1
+        found, sign = differences.get(f"{first} - {second}", {}).get(key), -sign
     if found is None:
-        return "(no interval)"
+        return "no interval"
     low, high = sorted((sign * found["low"], sign * found["high"]))
     scale, unit = (100, " points") if kind == "pct" else (1, " years")
-    text = f"95 % interval {scale * low:+.2f} to {scale * high:+.2f}{unit}"
-    return f"indistinguishable on this split ({text})" if low <= 0 <= high else f"({text})"
+    shown = [round(scale * end, 2) + 0.0 for end in (low, high)]  # + 0.0: never "-0.00"
+    text = f"95 % interval {shown[0]:+.2f} to {shown[1]:+.2f}{unit}"
+    return f"{text}, indistinguishable on this split" if low <= 0 <= high else text

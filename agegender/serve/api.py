@@ -25,8 +25,10 @@ from agegender.errors import UserError
 from agegender.evaluate import calibration as calibration_module
 from agegender.evaluate.ensemble import combine, read_weights
 from agegender.evaluate.inference import load_model, predict
+from agegender.images import TooLarge, check_size, load_reduced, to_rgb
 from agegender.layout import CALIBRATION, ENSEMBLE, ENSEMBLE_WEIGHTS, MODEL_A, MODEL_B, TRAINED
-from agegender.serve.faces import NO_FACE, Face, crops, read
+from agegender.quiet import quiet_native_logs
+from agegender.serve.faces import DETECT_SIDE, NO_FACE, Face, crops, read
 
 HOME = "AGEGENDER_HOME"  # a project folder with models/ (and reports/eval/ensemble.json)
 CHECKOUT = Path(__file__).resolve().parents[2]  # where `pip install -e .` was run
@@ -149,7 +151,8 @@ class Analyzer:
         min_face_score: float = 0.0,
     ):
         model = model_for(model, calibration)
-        self.models = [load_model(path) for path in model_files(model)]
+        with quiet_native_logs():  # TensorFlow's start-up lines, as the CLI hides them
+            self.models = [load_model(path) for path in model_files(model)]
         self.sizes = tuple(sorted({m.input_shape[1] for m in self.models}))
         self.detect_faces, self.flip, self.batch_size = detect_faces, flip, batch_size
         self.rotate, self.min_face_score = rotate, min_face_score
@@ -180,6 +183,15 @@ class Analyzer:
             raise UserError(
                 f"an empty image ({image.size[0]}x{image.size[1]} pixels): nothing to analyze"
             )
+        try:  # the rule files follow: a PIL image may still be a lazily opened JPEG
+            if image.format == "JPEG" and getattr(image, "fp", None) is not None:
+                load_reduced(image, DETECT_SIDE if self.detect_faces else max(self.sizes))
+            check_size(*image.size)
+            image.load()
+        except TooLarge as error:
+            raise UserError(f"the image given to analyze is {error}") from None
+        except (ValueError, OSError) as error:  # a closed file, a truncated one
+            raise UserError(f"the image given to analyze cannot be read ({error})") from None
         image = ImageOps.exif_transpose(image)
         return crops(
             image, self.sizes, self.detect_faces, rotate=self.rotate, min_score=self.min_face_score
@@ -197,8 +209,12 @@ def array_image(array: np.ndarray) -> Image.Image:
         )
     if array.size == 0:
         raise UserError(f"an empty image array {shape}: nothing to analyze")
+    try:
+        check_size(shape[1], shape[0])
+    except TooLarge as error:
+        raise UserError(f"the image array given to analyze is {error}") from None
     image = Image.fromarray(array[:, :, 0] if channels == 1 and array.ndim == 3 else array)
-    return image.convert("RGB")
+    return to_rgb(image)  # a 4th channel is alpha: transparent pixels over white
 
 
 _loaded: dict[tuple, Analyzer] = {}

@@ -10,6 +10,7 @@ Faces are found by MediaPipe's BlazeFace (short range), whose TFLite file ships 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import stat
 import threading
@@ -21,7 +22,15 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from agegender.errors import UserError
-from agegender.images import to_8_bits, to_rgb_square
+from agegender.images import (
+    BOMB,
+    TooLarge,
+    decode_budget,
+    load_reduced,
+    reduced_size,
+    to_rgb,
+    to_rgb_square,
+)
 from agegender.quiet import quiet_native_logs
 
 DETECT_SIDE = 4096  # images decode for detection at up to this many pixels a side
@@ -290,7 +299,7 @@ def crops(
     upright is searched turned by 90, 180 and 270 degrees (up to three more detections); the
     faces are cropped upright, their boxes given in the image as it is. Faces the detector
     scores below `min_score` are left out."""
-    image = to_8_bits(image)  # a 16-bit face must not reach the detector as a white square
+    image = to_rgb(image)  # 16-bit faces scaled, transparency over white: as the models see it
     full_width, full_height = full_size or image.size
     rx, ry = full_width / image.width, full_height / image.height
     if not faces:
@@ -334,19 +343,22 @@ def read(
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would block for good
             return [Face(path, error="not a regular file")]
-        with Image.open(path) as image:
-            full_size = image.size  # boxes are reported in these pixels
-            image.draft("RGB", (want, want))
-            image.load()
-            drafted = image.size
-            image = ImageOps.exif_transpose(image)
-        if image.size != drafted:  # turned by 90 or 270 degrees: so is the full size
-            full_size = full_size[::-1]
-        return crops(image, sizes, faces, path, full_size, rotate, min_score)
+        with Image.open(path) as opened, decode_budget(math.prod(reduced_size(opened, want))):
+            full_size = opened.size  # boxes are reported in these pixels
+            load_reduced(opened, want)
+            drafted = opened.size
+            image = ImageOps.exif_transpose(opened)
+            if image.size != drafted:  # turned by 90 or 270 degrees: so is the full size
+                full_size = full_size[::-1]
+            return crops(image, sizes, faces, path, full_size, rotate, min_score)
     except FileNotFoundError:
         return [Face(path, error="no such file")]
     except UnidentifiedImageError:
         return [Face(path, error="not an image")]
+    except TooLarge as error:
+        return [Face(path, error=str(error))]
+    except Image.DecompressionBombError:  # PIL's own refusal, at open: over MAX_JPEG_PIXELS
+        return [Face(path, error=BOMB)]
     except Exception as error:  # a corrupt file can fail in any decoder step
         text = getattr(error, "strerror", None) or str(error)  # strerror: without the path
         reason = (text.strip().splitlines() or [type(error).__name__])[0][:200]

@@ -44,7 +44,8 @@ from agegender.serve.api import (
 )
 from agegender.serve.arguments import parse_args
 from agegender.serve.export import export
-from agegender.serve.faces import NO_FACE, check_face_detector, read
+from agegender.serve.faces import NO_FACE, Face, check_face_detector, read
+from agegender.spreadsheet import safe_cell
 
 PROGRESS_AFTER = 2.0  # seconds before a progress bar appears (on a terminal only)
 FIELDS = [
@@ -56,15 +57,36 @@ FIELDS = [
 # --- inputs ---------------------------------------------------------------------------------
 
 
+class Unlisted(str):
+    """A folder that could not be listed (unreadable, removed meanwhile): in the stream of
+    paths, it stands for its own error record, and the run goes on with the rest."""
+
+    error: str
+
+
+def unlisted(path: str, error: OSError) -> Unlisted:
+    folder = Unlisted(path)
+    folder.error = f"folder not listed ({error.strerror or type(error).__name__})"
+    return folder
+
+
 def walk(folder: str) -> Iterator[str]:
     """Image files under a folder, sorted, one directory listing per level in memory.
-    Iterative, with files.MAX_DEPTH as the limit: a recursive walk overflows on 1,000 levels."""
+    Iterative, with files.MAX_DEPTH as the limit: a recursive walk overflows on 1,000 levels.
+    A folder that cannot be listed is yielded as an Unlisted, never raised."""
+    failed: list[Unlisted] = []
 
     def listing(path: str) -> Iterator[os.DirEntry]:
-        with os.scandir(path) as it:
-            return iter(sorted(it, key=lambda e: e.name))
+        try:
+            with os.scandir(path) as it:
+                return iter(sorted(it, key=lambda e: e.name))
+        except OSError as error:
+            failed.append(unlisted(path, error))
+            return iter(())
 
     stack = [listing(folder)]
+    yield from failed
+    failed.clear()
     while stack:
         entry = next(stack[-1], None)
         if entry is None:
@@ -78,6 +100,8 @@ def walk(folder: str) -> Iterator[str]:
                     f"images into a shallower folder"
                 )
             stack.append(listing(entry.path))
+            yield from failed
+            failed.clear()
         elif entry.name.lower().endswith(IMAGE_SUFFIXES):
             yield entry.path  # no stat here: read() gives a FIFO or a symlink loop its record
 
@@ -126,8 +150,13 @@ def predict_files(
     chunks = batches(paths, batch_size)
     with ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
 
+        def read_one(path: str) -> list[Face]:
+            if isinstance(path, Unlisted):
+                return [Face(str(path), error=path.error)]
+            return read(path, sizes, faces, rotate, min_face_score)
+
         def submit(chunk: list[str]) -> list[Future]:
-            return [pool.submit(read, p, sizes, faces, rotate, min_face_score) for p in chunk]
+            return [pool.submit(read_one, p) for p in chunk]
 
         pending = submit(next(chunks, []))
         while pending:
@@ -148,6 +177,15 @@ def predict_files(
 
 
 # --- command line ---------------------------------------------------------------------------
+
+
+def check_some_input(inputs: list[str]) -> None:
+    """Stop before the models load (seconds) when every input named is missing; with one
+    there, each missing one gets its record in the run."""
+    missing = [p for p in inputs if p != "-" and not os.path.lexists(p)]
+    if inputs and len(missing) == len(inputs):
+        others = f" (nor the {len(missing) - 1} other inputs)" if len(missing) > 1 else ""
+        raise UserError(f"{missing[0]}: no such file or folder{others}; nothing to predict")
 
 
 def rounded(record: dict) -> dict:
@@ -208,7 +246,7 @@ def output(csv_path: Path | None) -> Iterator[Callable[[dict], None]]:
 
         def write(record: dict) -> None:
             row = rounded(record)
-            row["path"] = printable(row["path"])
+            row["path"] = safe_cell(printable(row["path"]))
             if row.get("box") is not None:
                 row["box"] = " ".join(map(str, row["box"]))
             writer.writerow(row)
@@ -227,6 +265,7 @@ def cli(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
         raise UserError("--export: give one .keras model file (export A and B one at a time)")
     if not args.crops:
         check_face_detector()
+    check_some_input(args.inputs)
     with quiet_native_logs():  # TensorFlow's start-up lines (cuInit on a CPU machine)
         models = [load_model(p) for p in paths]
     if args.export:
@@ -267,8 +306,9 @@ def cli(argv: list[str] | None = None, stdin: TextIO | None = None) -> int:
     summary = f"predict: {images} images, {errors} errors"
     if not args.crops:
         summary += f", {predicted} faces, {no_face} without a face"
-    rate = images / max(time.monotonic() - start, 1e-9)
-    print(f"{summary}, {rate:.1f} images/s", file=sys.stderr)
+    if predicted:  # a rate of errors is no speed
+        summary += f", {images / max(time.monotonic() - start, 1e-9):.1f} images/s"
+    print(summary, file=sys.stderr)
     return 0 if predicted else 1
 
 

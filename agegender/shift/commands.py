@@ -22,6 +22,7 @@ from agegender.shift.collect import Collected, collect
 from agegender.shift.fit import fit_block
 from agegender.shift.labelled import Faces, read_folder
 from agegender.shift.scores import score
+from agegender.spreadsheet import safe_cell
 
 CSV_FIELDS = [
     "path", "age", "age_group", "gender", "face_found", "face_score",
@@ -115,7 +116,7 @@ def face_rows(faces: Faces, got: Collected, block: dict | None) -> str:
         exact = not np.isnan(faces.age[i])
         group = "" if exact or np.isnan(faces.low[i]) else f"{faces.low[i]:g}-{faces.high[i]:g}"
         row = {
-            "path": path,
+            "path": safe_cell(path),
             "age": f"{faces.age[i]:g}" if exact else "",
             "age_group": group,
             "gender": {0: "male", 1: "female"}.get(int(faces.gender[i]), ""),

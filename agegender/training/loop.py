@@ -173,9 +173,8 @@ class Trainer:
         )
         start = time.monotonic()
         (x, y, val), batch_size = distribute.local_share((x, y, val), fit.batch_size)
-        devices = int((self.summary.get("distribute") or {}).get("devices", 1))  # type: ignore[union-attr]
-        x, y = distribute.whole_batches((x, y), batch_size, devices, f"{name} train")
-        val = distribute.whole_batches(val, batch_size, devices, f"{name} val")
+        x, y = distribute.whole_batches((x, y), batch_size, self.devices(), f"{name} train")
+        val = distribute.whole_batches(val, batch_size, self.devices(), f"{name} val")
         epochs, full = 0, x.shape[1]
         for size, size_epochs in size_schedule(fit.epochs, sizes, full):
             if sizes:
@@ -213,9 +212,16 @@ class Trainer:
             "train_images_per_second": round(epochs * len(x) / max(log.train_seconds, 1e-9), 1),
         }
 
+    def devices(self) -> int:
+        return int((self.summary.get("distribute") or {}).get("devices", 1))  # type: ignore[union-attr]
+
     def evaluate(self, batch_size: int) -> dict[str, float]:
-        """Val metrics of the weights in the model now (the best so far, once restored)."""
-        data = inputs(self.val.images, targets(self.model, self.val), batch_size, self.loader)
+        """Val metrics of the weights in the model now (the best so far, once restored), on
+        val cut as in training: a last batch that does not split over the devices (1,000
+        faces in batches of 256 over 7) once ended the run after its last epoch."""
+        val = (self.val.images, targets(self.model, self.val))
+        images, y = distribute.whole_batches(val, batch_size, self.devices(), "val")
+        data = inputs(images, y, batch_size, self.loader)
         logs = self.model.evaluate(**data, verbose=0, return_dict=True)
         # val_loss, then val_gender_accuracy and val_age_mae (Keras logs the outputs'
         # metrics as gender_accuracy and age_mae: metric_table's keys), as the report reads them

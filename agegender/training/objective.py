@@ -97,6 +97,13 @@ def load_teacher(n: int) -> dict[str, np.ndarray]:
         arrays = {name: np.load(TEACHER / f"{name}.npy") for name in ("age", "gender")}
     except (OSError, ValueError) as error:
         raise UserError(f"{TEACHER}: unreadable ({error}); run `dvc repro` (stage teach)") from None
+    shapes = {name: a.shape for name, a in arrays.items() if a.ndim != 1}
+    if shapes:
+        name, shape = next(iter(shapes.items()))
+        raise UserError(
+            f"{TEACHER / name}.npy: shape {shape}, not one value per training face ({n},); "
+            f"rerun `dvc repro` from stage predict@model_b"
+        )
     if any(len(a) != n for a in arrays.values()):
         raise UserError(
             f"{TEACHER}: holds {len(arrays['age'])} predictions for {n} training faces; "
