@@ -14,7 +14,7 @@ from agegender.evaluate import calibration as C
 from agegender.evaluate.ensemble import combine
 from agegender.serve.faces import unturned
 
-FAST = settings(max_examples=200, deadline=None)
+FAST = settings(max_examples=200, deadline=None, derandomize=True)  # the same cases each run
 levels = st.sampled_from([0.5, 0.8, 0.9, 0.95])
 scores = st.lists(
     st.floats(0, 100, allow_nan=False), min_size=2, max_size=60, unique=True

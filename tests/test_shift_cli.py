@@ -122,6 +122,7 @@ def test_adapt_retrains_model_b_heads_and_says_whether_it_kept_them(
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(adapt, "BAG", 2)  # two heads averaged: the path of five, in less time
+    monkeypatch.setattr(adapt, "SETTINGS", adapt.SETTINGS[:2])  # a choice still to make
     out = tmp_path / "adapted.json"
     argv = [str(labelled_folder), "--crops", "--adapt", "--out", str(out)]
     commands.calibrate(calibrate_args(argv))
