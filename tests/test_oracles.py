@@ -131,3 +131,35 @@ def test_the_api_reads_each_models_own_calibration(small_pipeline, monkeypatch):
     assert blocks["model_a"] != blocks["model_b"]
     for name, key in (("A", "model_a"), ("B", "model_b"), ("ensemble", "ensemble")):
         assert api.calibration_for(name) == blocks[key]
+
+
+def test_per_face_scores_by_hand():
+    """What every interval averages: right or wrong gender at 0.5, |age error|, within 5
+    years inclusive (an error of pred + age once passed every test)."""
+    from agegender.evaluate.intervals import per_face
+
+    age = np.array([30.0, 40.0, 20.0, 50.0])
+    gender = np.array([1, 1, 0, 0])
+    pred = np.array([[33.0, 0.7], [38.0, 0.2], [25.0, 0.5], [44.9, 0.49]])
+    scores = per_face(age, gender, pred)
+    assert scores["gender_accuracy"].tolist() == [1.0, 0.0, 0.0, 1.0]
+    np.testing.assert_allclose(scores["age_mae"], [3.0, 2.0, 5.0, 5.1])
+    assert scores["age_within_5"].tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_a_bootstrap_of_one_resample_has_that_resample_as_its_interval():
+    """resamples=1: one draw, so every interval is one point; a loop that skipped a draw
+    would have nothing to summarise."""
+    values = {"a": {"age_mae": np.arange(10.0)}, "b": {"age_mae": np.arange(10.0) + 2}}
+    out = bootstrap(values, [("a", "b")], resamples=1, seed=3)
+    model = out["models"]["a"]["age_mae"]
+    assert model["low"] == model["high"] and out["resamples"] == 1
+    assert out["differences"]["b - a"]["age_mae"] == {"value": 2.0, "low": 2.0, "high": 2.0}
+
+
+def test_every_face_can_be_drawn_by_the_bootstrap():
+    """Two faces scoring 0 and 100, 200 resamples of two: some resample is face 0 twice and
+    some face 1 twice, so the interval is [0, 100] (drawing from 1 to n leaves face 0 out)."""
+    values = {"a": {"age_mae": np.array([0.0, 100.0])}}
+    model = bootstrap(values, [], resamples=200, seed=0)["models"]["a"]["age_mae"]
+    assert (model["low"], model["high"]) == (0.0, 100.0)
