@@ -163,3 +163,13 @@ def test_every_face_can_be_drawn_by_the_bootstrap():
     values = {"a": {"age_mae": np.array([0.0, 100.0])}}
     model = bootstrap(values, [], resamples=200, seed=0)["models"]["a"]["age_mae"]
     assert (model["low"], model["high"]) == (0.0, 100.0)
+
+
+def test_the_interval_ends_are_the_2_5th_and_97_5th_percentiles():
+    """Faces scoring 0, 100, 100: a resample is all face 0 (mean 0) with probability 1/27 =
+    3.7 %, between 2.5 % and 5 %: the lower end is 0 at the 2.5th percentile and 33.3 at the
+    5th. Symmetrically for 100, 0, 0 at the upper end."""
+    low = {"a": {"age_mae": np.array([0.0, 100.0, 100.0])}}
+    high = {"a": {"age_mae": np.array([100.0, 0.0, 0.0])}}
+    assert bootstrap(low, [], resamples=4000, seed=0)["models"]["a"]["age_mae"]["low"] == 0.0
+    assert bootstrap(high, [], resamples=4000, seed=0)["models"]["a"]["age_mae"]["high"] == 100.0
