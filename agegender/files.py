@@ -114,13 +114,13 @@ def together() -> Iterator[None]:
     moves: dict[Path, Path] = {}
     _together.append(moves)
     try:
-        yield
-        _together.pop()
+        try:
+            yield
+        finally:
+            _together.pop()
         publish(moves)
     finally:
-        if _together and _together[-1] is moves:
-            _together.pop()
-        for tmp in moves:
+        for tmp in moves:  # moved already, or of a block that failed
             tmp.unlink(missing_ok=True)
 
 

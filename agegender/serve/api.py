@@ -183,11 +183,8 @@ class Analyzer:
             raise UserError(
                 f"an empty image ({image.size[0]}x{image.size[1]} pixels): nothing to analyze"
             )
-        try:  # the rule files follow: a PIL image may still be a lazily opened JPEG
-            if image.format == "JPEG" and getattr(image, "fp", None) is not None:
-                load_reduced(image, DETECT_SIDE if self.detect_faces else max(self.sizes))
-            check_size(*image.size)
-            image.load()
+        try:  # the rule files follow (a lazily opened JPEG decodes reduced, as a file does)
+            load_reduced(image, DETECT_SIDE if self.detect_faces else max(self.sizes))
         except TooLarge as error:
             raise UserError(f"the image given to analyze is {error}") from None
         except (ValueError, OSError) as error:  # a closed file, a truncated one

@@ -74,19 +74,18 @@ def walk(folder: str) -> Iterator[str]:
     """Image files under a folder, sorted, one directory listing per level in memory.
     Iterative, with files.MAX_DEPTH as the limit: a recursive walk overflows on 1,000 levels.
     A folder that cannot be listed is yielded as an Unlisted, never raised."""
-    failed: list[Unlisted] = []
 
-    def listing(path: str) -> Iterator[os.DirEntry]:
+    stack: list[Iterator[os.DirEntry]] = []
+
+    def enter(path: str) -> Iterator[Unlisted]:
+        """Push the folder's sorted listing, or yield why it has none."""
         try:
             with os.scandir(path) as it:
-                return iter(sorted(it, key=lambda e: e.name))
+                stack.append(iter(sorted(it, key=lambda e: e.name)))
         except OSError as error:
-            failed.append(unlisted(path, error))
-            return iter(())
+            yield unlisted(path, error)
 
-    stack = [listing(folder)]
-    yield from failed
-    failed.clear()
+    yield from enter(folder)
     while stack:
         entry = next(stack[-1], None)
         if entry is None:
@@ -99,9 +98,7 @@ def walk(folder: str) -> Iterator[str]:
                     f"{entry.path}: folders nested over {MAX_DEPTH} levels deep; move the "
                     f"images into a shallower folder"
                 )
-            stack.append(listing(entry.path))
-            yield from failed
-            failed.clear()
+            yield from enter(entry.path)
         elif entry.name.lower().endswith(IMAGE_SUFFIXES):
             yield entry.path  # no stat here: read() gives a FIFO or a symlink loop its record
 
