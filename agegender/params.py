@@ -7,9 +7,10 @@ params through `load()`; a bad key or value stops with one line naming it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from agegender.model_params import Augment, Fit, Loss, ModelA, ModelB, Phase1, Phase2
 from agegender.typed_yaml import ParamsError, build, need, read_yaml
@@ -18,6 +19,7 @@ __all__ = ["Augment", "Fit", "Loss", "ModelA", "ModelB", "Phase1", "Phase2", "Pa
 
 PARAMS_FILE = Path("params.yaml")
 SEED_MAX = 2**32 - 1  # NumPy's and TensorFlow's seeds are 32-bit
+MISSING = object()  # getattr's answer for a key params.yaml does not have (None is a value)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,53 @@ class Report:
 
 
 @dataclass(frozen=True)
+class Range:
+    """A search range: uniform between low and high, or log-uniform (learning rates)."""
+
+    low: float
+    high: float
+    log: bool
+
+    def check(self, at: str) -> None:
+        need(self.low < self.high, at, f"low must be below high, got {self.low} and {self.high}")
+        need(not self.log or self.low > 0, f"{at}.low", f"log needs low > 0, got {self.low}")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A search among values: numbers, strings or lists (a conv's filters), each a value the
+    key may take, checked when a trial loads its params."""
+
+    choices: list[Any]
+
+    def check(self, at: str) -> None:
+        need(len(self.choices) >= 1, f"{at}.choices", "must hold one value or more")
+
+
+@dataclass(frozen=True)
+class Search:
+    epochs: int  # each trial's training epochs (model A: a shortened schedule; B: phase 1's)
+    space: dict[str, Range | Choice]  # dotted params key -> its range or choices
+
+    def check(self, at: str) -> None:
+        need(self.epochs >= 1, f"{at}.epochs", f"must be >= 1, got {self.epochs}")
+        need(len(self.space) >= 1, f"{at}.space", "must name one key or more")
+
+
+@dataclass(frozen=True)
+class Tune:
+    """scripts/tune.py's studies: a seeded sampler, a score, and a search per model."""
+
+    seed: int  # Optuna's TPE sampler (trial n samples with seed + n)
+    gender_point: float  # years of val age MAE that one point of val gender accuracy is worth
+    model_a: Search
+    model_b: Search
+
+    def check(self, at: str) -> None:
+        need(self.gender_point >= 0, f"{at}.gender_point", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int
     data: Data
@@ -115,6 +164,7 @@ class Params:
     model_b: ModelB
     evaluate: Evaluate
     report: Report
+    tune: Tune
 
     def check(self, at: str) -> None:
         """Cross-section rules: model A's pooling must not shrink the image (or a progressive
@@ -132,6 +182,16 @@ class Params:
                     f"{key}.batch_size",
                     f"must divide by train.distribute.devices ({d.devices}), got "
                     f"{fit.batch_size}; or set train.distribute.scale_batch",
+                )
+        for model in ("model_a", "model_b"):
+            for key in getattr(self.tune, model).space:
+                value: object = self if not key.startswith("tune.") else MISSING
+                for part in key.split("."):
+                    value = getattr(value, part, MISSING)
+                need(
+                    value is not MISSING and not dataclasses.is_dataclass(value),
+                    f"tune.{model}.space.{key}",
+                    "not a value of params.yaml (a dotted key such as model_a.dropout)",
                 )
         a = self.model_a
         blocks = len(a.trunk_filters) + len(a.branch_filters)

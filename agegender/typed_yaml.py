@@ -81,6 +81,11 @@ def _convert(hint: object, value: object, key: str) -> object:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
+        if isinstance(value, dict):  # the one mapping whose keys it uses: that one's message
+            named = [o for o in options if dataclasses.is_dataclass(o)]
+            named = [o for o in named if set(value) & {f.name for f in dataclasses.fields(o)}]
+            if len(named) == 1:
+                return _convert(named[0], value, key)
         problems = []
         for option in options:
             if option is type(None):
@@ -90,6 +95,12 @@ def _convert(hint: object, value: object, key: str) -> object:
             except ParamsError as error:
                 problems.append(str(error).split(": ", 1)[1])
         raise ParamsError(f"{key}: {' or '.join(problems)}")
+    if hint is typing.Any:  # checked where it is used (a search's choices: by the trial's load)
+        return value
+    if origin is dict:
+        need(isinstance(value, dict), key, lambda: f"must be a mapping, got {shown(value)}")
+        _, item = typing.get_args(hint)
+        return {str(k): _convert(item, v, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         need(isinstance(value, list), key, lambda: f"must be a list, got {shown(value)}")
         (item,) = typing.get_args(hint)

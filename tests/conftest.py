@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -143,3 +145,51 @@ def md5s(folder: Path) -> dict[str, str]:
             digest.update(file.name.encode() + file.read_bytes())
         out[name] = digest.hexdigest()
     return out
+
+
+# --- a toy project: two tiny models whose answers are known by hand (fast, no pipeline) ------
+
+
+def _toy_model(age_offset: float, female: float):
+    """age = the image's mean pixel value + age_offset, P(female) = `female` for any image:
+    saved as a project's model is, raw pixels in."""
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    mean = keras.layers.GlobalAveragePooling2D()(inputs)
+    age = keras.layers.Dense(1, name="age")(mean)
+    gender = keras.layers.Dense(1, activation="sigmoid", name="gender")(mean)
+    model = keras.Model(inputs, {"age": age, "gender": gender})
+    model.get_layer("age").set_weights([np.full((3, 1), 1 / 3), np.array([age_offset])])
+    logit = np.log(female / (1 - female))
+    model.get_layer("gender").set_weights([np.zeros((3, 1)), np.array([logit])])
+    return model
+
+
+def range_block(half_width: float, temperature: float) -> dict:
+    ranges = {"edges": [0.0], "low": [-half_width], "high": [half_width]}
+    return {"age_range": ranges, "gender_temperature": temperature}
+
+
+@pytest.fixture(scope="module")
+def toy_project(tmp_path_factory):
+    """Model A says the mean pixel value with P(female) 0.2, B ten years more with 0.8;
+    the ensemble weighs ages 1:3 and genders 1:1; each model has its own range."""
+    folder = tmp_path_factory.mktemp("toy")
+    (folder / "models").mkdir()
+    _toy_model(0.0, 0.2).save(folder / "models" / "age_gender_A.keras")
+    _toy_model(10.0, 0.8).save(folder / "models" / "age_gender_B.keras")
+    (folder / "reports" / "eval").mkdir(parents=True)
+    weights = {
+        "age": {"model_a": 0.25, "model_b": 0.75},
+        "gender": {"model_a": 0.5, "model_b": 0.5},
+    }
+    (folder / "reports" / "eval" / "ensemble.json").write_text(json.dumps(weights))
+    blocks = {
+        "model_a": range_block(1, 1.0),
+        "model_b": range_block(2, 1.0),
+        "ensemble": range_block(3, 2.0),
+    }
+    calibration = {"version": 1, "models": blocks}
+    (folder / "reports" / "eval" / "calibration.json").write_text(json.dumps(calibration))
+    return folder

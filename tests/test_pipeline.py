@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripts.ci_summary import keep_sample
 from scripts.repo import ENV, git, sh, share_roundtrip
 from tests.pipeline import SAMPLE, check_outputs, declared_outputs, make_repo
 
@@ -32,6 +33,8 @@ def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
     sh("dvc", "repro", cwd=repo)
     metrics = check_outputs(repo)
     assert metrics["model_a"]["val"]["n"] == 100
+    if os.environ.get("SAMPLE_DIR"):  # CI: the job summary reads this run's metrics
+        keep_sample(repo, Path(os.environ["SAMPLE_DIR"]), overrides)
 
     # Same params, same bytes: a forced rerun gives the same md5 for every output in
     # dvc.lock (models, report, charts and tables included: no time or date in any of them).
@@ -53,6 +56,7 @@ def test_dvc_repro_metrics_and_status(tmp_path, monkeypatch):
     git("commit", "-qm", "results", cwd=repo)
     a_failed_run_keeps_every_output(repo)
     readme_experiments(repo)
+    tune_trials_are_experiments(repo)
     committed = (repo / "reports" / "metrics.json").read_text()
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw["evaluate"]["flip_tta"] = not raw["evaluate"]["flip_tta"]
@@ -112,6 +116,33 @@ def readme_command(start: str) -> str:
     block = README.split("## The DVC loop", 1)[1].split("```", 2)[1]
     line = next(line for line in block.splitlines() if line.startswith(start))
     return line.split("  #", 1)[0].strip()
+
+
+def tune_trials_are_experiments(repo) -> None:
+    """scripts/tune.py as the README runs it: each trial a DVC experiment holding its
+    params.yaml and val score, the workspace left as committed, a rerun that continues the
+    study, and `dvc exp apply` of a trial that leaves train_b to retrain (dvc.lock is HEAD's
+    in every trial: nothing claims a model the trial's params never trained)."""
+    before = {name: (repo / name).read_bytes() for name in ("params.yaml", "dvc.lock")}
+    tune = [sys.executable, "scripts/tune.py", "model_b", "--trials"]
+    first = subprocess.run([*tune, "2"], cwd=repo, env=ENV, capture_output=True, text=True)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert "trial 0:" in first.stdout and "trial 1:" in first.stdout
+    assert {name: (repo / name).read_bytes() for name in before} == before
+    assert sh("git", "status", "--porcelain", cwd=repo).stdout == ""
+    again = subprocess.run([*tune, "3"], cwd=repo, env=ENV, capture_output=True, text=True)
+    assert again.returncode == 0 and "trial 2:" in again.stdout and "trial 0:" not in again.stdout
+    ref = f"refs/exps/{experiment_ref(repo, 'tune-model_b-001')}"
+    assert sh("git", "show", f"{ref}:dvc.lock", cwd=repo).stdout == before["dvc.lock"].decode()
+    trial = yaml.safe_load(sh("git", "show", f"{ref}:params.yaml", cwd=repo).stdout)
+    shown = sh("dvc", "exp", "show", "--json", cwd=repo).stdout
+    assert "tune-model_b-001" in shown and '"score"' in shown
+    sh("dvc", "exp", "apply", "tune-model_b-001", cwd=repo)
+    applied = yaml.safe_load((repo / "params.yaml").read_text())
+    assert applied["model_b"]["dropout"] == trial["model_b"]["dropout"] != 0.3
+    assert "train_b" in sh("dvc", "status", cwd=repo).stdout  # to retrain, not "up to date"
+    sh("git", "checkout", "params.yaml", cwd=repo)
+    sh("git", "clean", "-fdq", "reports/tune", cwd=repo)
 
 
 def readme_experiments(repo) -> None:

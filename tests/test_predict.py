@@ -518,3 +518,101 @@ def test_a_run_of_errors_prints_no_speed(tiny_model, tmp_path, capsys):
                         "--model", tiny_model]) == 1  # fmt: skip
     err = capsys.readouterr().err
     assert "predict: 2 images, 2 errors\n" in err and "images/s" not in err
+
+
+# --- against the toy project (conftest): answers known by hand ------------------------------
+
+
+def test_the_summary_counts_images_faces_and_faces_not_found(
+    toy_project, tmp_path, capsys, monkeypatch
+):
+    """A photo with one face and a grey square with none: 2 images, 1 face, 1 without."""
+    skimage_data = pytest.importorskip("skimage.data")
+    monkeypatch.setenv("AGEGENDER_HOME", str(toy_project))
+    Image.fromarray(skimage_data.astronaut()).save(tmp_path / "astronaut.png")
+    Image.new("RGB", (64, 64), (90, 90, 90)).save(tmp_path / "grey.png")
+    assert predict.cli([str(tmp_path), "--model", "A"]) == 0
+    out, err = capsys.readouterr()
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["path"].rsplit("/", 1)[-1], "error" in r) for r in rows] == [
+        ("astronaut.png", False), ("grey.png", True)
+    ]  # fmt: skip
+    summary = err.strip().splitlines()[-1]
+    assert summary.startswith("predict: 2 images, 0 errors, 1 faces, 1 without a face, ")
+    assert float(summary.rsplit(", ", 1)[1].removesuffix(" images/s")) > 0
+
+
+def test_predict_files_keeps_every_face_the_detector_finds_by_default(
+    toy_project, tmp_path, monkeypatch
+):
+    skimage_data = pytest.importorskip("skimage.data")
+    monkeypatch.setenv("AGEGENDER_HOME", str(toy_project))
+    from agegender.serve.api import model_files
+
+    models = [load(p) for p in model_files("A")]
+    photo = Image.fromarray(skimage_data.astronaut())
+    path = tmp_path / "astronaut.png"
+    photo.save(path)
+    (face,) = predict.predict_files([str(path)], models, faces=True)
+    assert face["face"] == 0 and 0 < face["face_score"] < 1
+
+
+def test_paths_on_stdin_come_from_the_stream_given(toy_project, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AGEGENDER_HOME", str(toy_project))
+    Image.new("RGB", (16, 16), (30, 30, 30)).save(tmp_path / "a.png")
+    stream = io.StringIO(f"{tmp_path / 'a.png'}\n")
+    assert predict.cli(["-", "--crops", "--model", "A"], stdin=stream) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (row["age"], row["age_low"], row["age_high"], row["gender"]) == (
+        30.0,
+        29.0,
+        31.0,
+        "male",
+    )
+
+
+def test_export_takes_one_keras_model(toy_project, tmp_path, monkeypatch):
+    monkeypatch.setenv("AGEGENDER_HOME", str(toy_project))
+    for model in ("ensemble", str(tmp_path / "model.tflite")):
+        with pytest.raises(UserError, match="--export: give one .keras model file"):
+            predict.cli(["--model", model, "--export", str(tmp_path / "out")])
+
+
+def test_outputs_are_rounded_to_a_tenth_of_a_year_and_4_digits():
+    record = {
+        "path": "x",
+        "age": 31.46,
+        "age_low": 25.04,
+        "age_high": 38.55,
+        "gender_prob": 0.123456,
+    }
+    assert predict.rounded(record) == {
+        "path": "x", "age": 31.5, "age_low": 25.0, "age_high": 38.5, "gender_prob": 0.1235
+    }  # fmt: skip
+
+
+def test_only_missing_inputs_name_the_first_and_count_the_others():
+    with pytest.raises(
+        UserError, match=r"^a.jpg: no such file or folder \(nor the 2 other inputs\)"
+    ):
+        predict.check_some_input(["a.jpg", "b.jpg", "c.jpg"])
+    with pytest.raises(
+        UserError, match=r"^a.jpg: no such file or folder \(nor the 1 other input\);"
+    ):
+        predict.check_some_input(["a.jpg", "b.jpg"])
+    with pytest.raises(UserError, match=r"^a.jpg: no such file or folder; nothing to predict"):
+        predict.check_some_input(["a.jpg"])
+
+
+def test_folders_nested_max_depth_deep_are_walked_one_deeper_are_refused(tmp_path):
+    from agegender.files import MAX_DEPTH
+
+    def nested(root: Path, depth: int) -> Path:
+        folder = root.joinpath(*["d"] * depth)
+        folder.mkdir(parents=True)
+        (folder / "x.png").write_bytes(b"")
+        return root
+
+    assert len(list(predict.walk(str(nested(tmp_path / "ok", MAX_DEPTH))))) == 1
+    with pytest.raises(UserError, match=f"folders nested over {MAX_DEPTH} levels deep"):
+        list(predict.walk(str(nested(tmp_path / "deep", MAX_DEPTH + 1))))

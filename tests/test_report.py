@@ -356,7 +356,8 @@ def stated_claims(text: str) -> list[tuple[str, float, float, float]]:
     return claims
 
 
-@pytest.mark.parametrize("which", ["committed", "sample"])
+# the sample report needs the small pipeline (a minute): slow, as its fixture makes every test
+@pytest.mark.parametrize("which", ["committed", pytest.param("sample", marks=pytest.mark.slow)])
 def test_every_stated_difference_lies_in_its_stated_interval(which, request):
     """Read as a user reads: a sentence that says "leads by 4.18 points (95 % interval -5.00
     to -3.42)" contradicts itself; every comparison's interval must hold what it states."""

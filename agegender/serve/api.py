@@ -8,8 +8,9 @@
     analyze(np.asarray(crop), detect_faces=False)  # uint8 (H, W, 3) or (H, W), already a crop
 
 `agegender-predict` is a command line over the same pieces. The project's models are found in
-$AGEGENDER_HOME, the current folder or the checkout this package was installed from, in that
-order (`dvc repro` or `dvc pull` puts them there).
+$AGEGENDER_HOME, the current folder or the checkout this package was installed from, the
+first that holds one (`dvc repro` or `dvc pull` puts them there); their ensemble weights and
+calibration come from that same folder.
 """
 
 from __future__ import annotations
@@ -42,8 +43,23 @@ def roots() -> list[Path]:
     return [Path(p) for p in (env, Path.cwd(), CHECKOUT) if p]
 
 
+def project() -> Path | None:
+    """The project folder: the first of roots() holding a trained model. The models, their
+    ensemble weights and calibration all come from it: weights or ranges found in the
+    checkout would otherwise describe other models than those found in $AGEGENDER_HOME."""
+    trained = [m.file for m in TRAINED.values()]
+    return next((r for r in roots() if any((r / f).is_file() for f in trained)), None)
+
+
+def searched() -> list[Path]:
+    """Where a missing file was looked for: the project, or every root when there is none."""
+    root = project()
+    return roots() if root is None else [root]
+
+
 def find(relative: Path) -> Path | None:
-    return next((root / relative for root in roots() if (root / relative).is_file()), None)
+    root = project()
+    return root / relative if root is not None and (root / relative).is_file() else None
 
 
 def model_files(model: str) -> list[str]:
@@ -58,7 +74,7 @@ def model_files(model: str) -> list[str]:
     found = [find(path) for path in wanted]
     if None in found:
         missing = wanted[found.index(None)]
-        looked = ", ".join(str(root / missing) for root in roots())
+        looked = ", ".join(str(root / missing) for root in searched())
         raise UserError(
             f"{missing}: no such model (looked in {looked}); train it with `dvc repro` or fetch "
             f"it with `dvc pull` when the project has a DVC remote, or set {HOME} to the "
@@ -102,7 +118,7 @@ def calibration_for(model: str, calibration: str | os.PathLike | None = None) ->
     if path is None:
         raise UserError(
             f"{CALIBRATION}: not found beside the models (looked in "
-            f"{', '.join(str(r) for r in roots())}); write it with `dvc repro evaluate`"
+            f"{', '.join(str(r) for r in searched())}); write it with `dvc repro evaluate`"
         )
     return calibration_module.read(path, PROJECT_KEYS[model])
 

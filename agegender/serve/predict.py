@@ -181,7 +181,8 @@ def check_some_input(inputs: list[str]) -> None:
     there, each missing one gets its record in the run."""
     missing = [p for p in inputs if p != "-" and not os.path.lexists(p)]
     if inputs and len(missing) == len(inputs):
-        others = f" (nor the {len(missing) - 1} other inputs)" if len(missing) > 1 else ""
+        more = len(missing) - 1
+        others = f" (nor the {more} other input{'s' if more > 1 else ''})" if more else ""
         raise UserError(f"{missing[0]}: no such file or folder{others}; nothing to predict")
 
 

@@ -45,6 +45,25 @@ def setup(seed: int, train: Train) -> dict:
     return record
 
 
+def fit_callbacks(fit: Fit) -> list[keras.callbacks.Callback]:
+    """What every fit phase stops and slows with: NaN, early stopping and, with the plateau
+    schedule, ReduceLROnPlateau, all on val_loss (scripts/tune.py's trials use them too)."""
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.TerminateOnNaN(),  # then the check after fit stops the stage
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=fit.early_stopping_patience),
+    ]
+    if fit.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=fit.reduce_lr_factor,
+                patience=fit.reduce_lr_patience,
+                min_lr=fit.learning_rate * 1e-3,
+            )
+        )
+    return callbacks
+
+
 class _EpochLog(keras.callbacks.Callback):
     """Logs each epoch to DVCLive, keeps the best weights over all phases, times training.
 
@@ -134,6 +153,7 @@ class Trainer:
         model: keras.Model | None = None,
         data: tuple[tuple, tuple] | None = None,
         sizes: Sequence[int] = (),
+        extra: Sequence[keras.callbacks.Callback] = (),
     ) -> None:
         """Train `fit.epochs` more epochs at most, then go back to the best weights so far.
 
@@ -141,6 +161,7 @@ class Trainer:
         prepared images; phase 1 of model B passes its heads and cached features instead.
         `sizes`: progressive resizing, smaller image sizes to train (and validate) at first,
         one fit each on one learning-rate schedule; the best weights are chosen at full size.
+        `extra`: more callbacks (a search's pruning).
         """
         if fit.epochs == 0:
             return
@@ -152,20 +173,7 @@ class Trainer:
         steps = math.ceil(len(x) / fit.batch_size)
         compile_model(model, fit, loss, steps)
         log = _EpochLog(self, name)
-        callbacks: list[keras.callbacks.Callback] = [
-            log,
-            keras.callbacks.TerminateOnNaN(),  # then the check after fit stops the stage
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=fit.early_stopping_patience),
-        ]
-        if fit.schedule == "plateau":
-            callbacks.append(
-                keras.callbacks.ReduceLROnPlateau(
-                    monitor="val_loss",
-                    factor=fit.reduce_lr_factor,
-                    patience=fit.reduce_lr_patience,
-                    min_lr=fit.learning_rate * 1e-3,
-                )
-            )
+        callbacks = [log, *fit_callbacks(fit), *extra]
         print(
             f"{name}: {fit.optimizer} lr {fit.learning_rate:g}, up to {fit.epochs} epochs "
             f"on {len(x)} inputs",

@@ -1,0 +1,281 @@
+"""Hyperparameter search, the DVC way: a seeded Optuna study whose every trial is a DVC
+experiment (its params.yaml and val scores in `dvc exp show`).
+
+    python scripts/tune.py model_b --trials 40    # B's heads on cached features: seconds each
+    python scripts/tune.py model_a --trials 30 --minutes 40   # A: shortened, pruned early
+    dvc exp show --drop '.*' --keep 'Experiment|score|val_age_mae|val_gender_acc|dropout'
+                                                   # every trial's values and val scores
+    dvc exp apply tune-model_b-007 && dvc exp run -n tuned  # the best, at the full schedule
+    python scripts/compare_runs.py HEAD tuned      # a gain beyond the spread of seeds?
+
+The space is params.yaml's `tune:` section. Trial 0 is the defaults, at the trial's
+schedule, so the best is judged against them on equal terms. A trial trains on train,
+scores on val only (val age MAE + tune.gender_point x val gender error in points, at the
+epoch of lowest val loss, whose weights training keeps) and reports that score every epoch
+to a median pruner. Trial n samples with tune.seed + n, so a study stopped with Ctrl-C and
+rerun continues where it stood and draws what an uninterrupted run would have. The study
+is a SQLite file, reports/tune/<model>.db (not in git); each trial's DVCLive folder,
+reports/tune/<model>/, goes into its experiment and leaves the workspace after it.
+"""
+
+from __future__ import annotations
+
+from agegender import runtime
+
+runtime.configure()  # backend and threads from params.yaml, before anything imports Keras
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import optuna
+from dvc.utils.serialize import modify_yaml
+from dvclive import Live
+
+from agegender import params as P
+from agegender.data import load_split
+from agegender.errors import UserError, run
+from agegender.layout import FIT
+from agegender.models.model_a import build_model_a
+from agegender.models.model_b import build_model_b, split_at_features
+from agegender.params import Choice, Params
+from agegender.training.features import cached_features
+from agegender.training.loop import Trainer, fit_callbacks, setup
+from agegender.training.objective import compile_model, targets
+
+STUDIES = Path("reports/tune")
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+PRUNER_WARMUP = 3  # epochs every trial trains before the median pruner may stop it
+
+
+def score(logs: dict, gender_point: float) -> float:
+    """Lower is better: val age MAE plus the gender error in points, weighed in years."""
+    return logs["val_age_mae"] + gender_point * 100 * (1 - logs["val_gender_accuracy"])
+
+
+class Report(keras.callbacks.Callback):
+    """Reports each epoch's score to the trial, stops training when the pruner says so, and
+    keeps the logs of the epoch of lowest val loss (the weights training keeps)."""
+
+    def __init__(self, trial: optuna.Trial, gender_point: float):
+        super().__init__()
+        self.trial, self.gender_point = trial, gender_point
+        self.best: dict = {}
+        self.pruned = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        if not self.best or logs["val_loss"] < self.best["val_loss"]:
+            self.best = {**logs, "epoch": epoch + 1}
+        self.trial.report(score(logs, self.gender_point), epoch)
+        if self.trial.should_prune():
+            self.pruned, self.model.stop_training = True, True
+
+
+def suggest(trial: optuna.Trial, search: P.Search) -> dict[str, object]:
+    """The trial's value for each key of the space (a choice travels as JSON: Optuna's
+    categories are numbers and strings, and a conv's filters are a list)."""
+    values = {}
+    for key, spec in search.space.items():
+        if isinstance(spec, Choice):
+            picked = trial.suggest_categorical(key, [json.dumps(c) for c in spec.choices])
+            values[key] = json.loads(picked)
+        else:
+            values[key] = trial.suggest_float(key, spec.low, spec.high, log=spec.log)
+    return values
+
+
+def defaults(params: Params, search: P.Search) -> dict[str, object]:
+    """The committed value of each key, as the study records it (trial 0)."""
+    out = {}
+    for key, spec in search.space.items():
+        value: object = params
+        for part in key.split("."):
+            value = getattr(value, part)
+        out[key] = json.dumps(value) if isinstance(spec, Choice) else value
+    return out
+
+
+@contextlib.contextmanager
+def trial_params(values: dict[str, object]):
+    """params.yaml with the trial's values (comments kept, as `dvc exp run -S` does), the
+    committed file back afterwards, however the trial ends."""
+    path = P.PARAMS_FILE
+    original = path.read_bytes()
+    try:
+        with modify_yaml(path) as data:
+            for key, value in values.items():
+                *parents, last = key.split(".")
+                block = data
+                for part in parents:
+                    block = block[part]
+                block[last] = value
+        yield P.load(path)
+    finally:
+        path.write_bytes(original)
+
+
+class Features:
+    """Model B's backbone features of train (and mirrored) and val, computed once per run:
+    a trial of B retrains the heads only, so the frozen backbone's answers never change."""
+
+    def __init__(self):
+        self.key, self.data = None, None
+
+    def get(self, params: Params, extractor, head, train, val):
+        p = params.model_b
+        key = (p.backbone, p.alpha, p.weights, p.input_size, p.pooling, p.norm, p.batch_norm)
+        if key != self.key:
+            batch = p.phase1.batch_size
+            self.data = cached_features(extractor, head, train, val, batch, params.train.loader)
+            self.key = key
+        (x, _), (val_x, _) = self.data
+        return x, val_x
+
+
+def train_b(params: Params, search: P.Search, report: Report, splits, features: Features):
+    p = params.model_b
+    model = build_model_b(p, params.data.image_size, params.seed)
+    extractor, head = split_at_features(model)
+    x, val_x = features.get(params, extractor, head, *splits)
+    y = {k: np.concatenate([v, v]) for k, v in targets(head, splits[0]).items()}
+    fit = dataclasses.replace(p.phase1, epochs=search.epochs)
+    compile_model(head, fit, p.loss, int(np.ceil(len(x) / fit.batch_size)))
+    head.fit(
+        x, y, validation_data=(val_x, targets(head, splits[1])), batch_size=fit.batch_size,
+        epochs=fit.epochs, shuffle=True, callbacks=[*fit_callbacks(fit), report], verbose=0,
+    )  # fmt: skip
+
+
+def train_a(params: Params, search: P.Search, report: Report, splits, folder: Path):
+    p = params.model_a
+    model = build_model_a(p, params.data.image_size, params.seed)
+    trainer = Trainer(model, folder, *splits, None, params.train.loader, params.seed)
+    fit = dataclasses.replace(p.fit, epochs=search.epochs)
+    try:
+        trainer.phase(FIT, fit, p.loss, extra=[report])
+    finally:  # the trial's DVCLive folder is its experiment's, not this one
+        shutil.rmtree(trainer.staged.tmp, ignore_errors=True)
+
+
+def save_experiment(name: str, untracked: list[Path], params: Params) -> None:
+    """The workspace (HEAD with the trial's params.yaml) as a DVC experiment, with the
+    trial's DVCLive files. DVC caching is limited to the raw data's .dvc file (`dvc exp
+    save TARGETS`): dvc.lock stays HEAD's, so after `dvc exp apply` the stages whose params
+    the trial changed are out of date, and `dvc exp run` retrains them. (A plain `dvc exp
+    save`, DVCLive's, records every stage as up to date with the trial's params.)"""
+    from dvc.repo import Repo
+
+    target = f"{params.data.raw}.dvc" if Path(f"{params.data.raw}.dvc").is_file() else "prepare"
+    with Repo() as repo:
+        repo.experiments.save(
+            name=name, targets=[target], include_untracked=[str(p) for p in untracked], force=True
+        )
+
+
+def check_clean() -> None:
+    """Each trial is saved as HEAD plus its params: other changes would ride along."""
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    ).stdout.split("\n")
+    changed = [line[3:] for line in changed if line.strip()]
+    if changed:
+        raise UserError(
+            f"scripts/tune.py: uncommitted changes to {', '.join(changed[:3])}; commit or "
+            f"stash them first (each trial is saved as an experiment of HEAD and its params)"
+        )
+
+
+def objective(model: str, base: Params, splits, features: Features):
+    search: P.Search = getattr(base.tune, model)
+    live_dir = STUDIES / model
+
+    def run_trial(trial: optuna.Trial) -> float:
+        values = suggest(trial, search)
+        with trial_params(values) as params:
+            setup(params.seed, params.train)
+            report = Report(trial, params.tune.gender_point)
+            if model == "model_b":
+                train_b(params, search, report, splits, features)
+            else:
+                train_a(params, search, report, splits, STUDIES / f".{model}-training")
+            value = score(report.best, params.tune.gender_point)
+            state = "pruned" if report.pruned else "complete"
+            dvc_yaml = STUDIES / "dvc.yaml"  # declares the trial's metrics to `dvc exp show`
+            with Live(
+                str(live_dir), save_dvc_exp=False, report=None, dvcyaml=str(dvc_yaml)
+            ) as live:
+                live.log_params({"trial": trial.number, "state": state, "epochs": search.epochs})
+                live.summary = {"score": round(value, 4), "epoch": report.best["epoch"]}
+                for key in ("val_age_mae", "val_gender_accuracy", "val_loss"):
+                    live.summary[key] = round(report.best[key], 4)
+            save_experiment(f"tune-{model}-{trial.number:03d}", [live_dir, dvc_yaml], params)
+            shutil.rmtree(live_dir, ignore_errors=True)  # in the experiment; out of the way
+            dvc_yaml.unlink(missing_ok=True)
+        print(f"trial {trial.number}: score {value:.4f} ({state}) {values}", flush=True)
+        if report.pruned:
+            raise optuna.TrialPruned()
+        return value
+
+    return run_trial
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=["model_a", "model_b"])
+    parser.add_argument("--trials", type=int, default=20, help="trials the study holds at the end")
+    parser.add_argument("--minutes", type=float, help="start no trial after this long")
+    args = parser.parse_args()
+    if args.trials < 1:
+        raise UserError(f"--trials must be >= 1, got {args.trials}")
+    base = P.load()
+    check_clean()
+    STUDIES.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=args.model,
+        storage=f"sqlite:///{STUDIES / args.model}.db",
+        direction="minimize",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=PRUNER_WARMUP),
+        load_if_exists=True,
+    )
+    search = getattr(base.tune, args.model)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    if not study.get_trials(states=FINISHED) and not waiting:  # trial 0: the defaults
+        study.enqueue_trial(defaults(base, search), user_attrs={"defaults": True})
+    splits = (load_split("train"), load_split("val"))
+    features = Features()
+    start = time.monotonic()
+    while (done := len(study.get_trials(states=FINISHED))) < args.trials:
+        if args.minutes is not None and time.monotonic() - start > 60 * args.minutes:
+            print(f"{args.model}: --minutes {args.minutes:g} spent; rerun to continue")
+            break
+        # seeded by the trials finished so far: a rerun after Ctrl-C draws the same
+        study.sampler = optuna.samplers.TPESampler(seed=base.tune.seed + done)
+        study.optimize(objective(args.model, base, splits, features), n_trials=1)
+        print(f"{args.model}: {done + 1} of {args.trials} trials", flush=True)
+    summarize(study)
+
+
+def summarize(study: optuna.Study) -> None:
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    best = min(complete, key=lambda t: t.value)
+    default = next(t for t in study.trials if t.user_attrs.get("defaults"))
+    print(f"\n{study.study_name}: {len(study.trials)} trials, {len(complete)} complete")
+    print(f"defaults (trial {default.number}): score {default.value}")
+    print(f"best (trial {best.number}): score {best.value:.4f} with {best.params}")
+    print(f"retrain it at the full schedule: dvc exp apply tune-{study.study_name}-"
+          f"{best.number:03d} && dvc exp run -n tuned-{study.study_name}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    run(main)
+    sys.exit(0)

@@ -1,0 +1,81 @@
+"""scripts/tune.py's pieces: the search space in params.yaml, checked strictly; a trial's
+params written into params.yaml with its comments and put back however the trial ends;
+the score. (The search itself runs as DVC experiments in tests/test_pipeline.py.)"""
+
+from __future__ import annotations
+
+import copy
+
+import optuna
+import pytest
+import yaml
+
+from agegender import params as P
+from scripts import tune
+from tests.conftest import ROOT
+
+BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def load_with(tmp_path, model: str, space: dict) -> P.Params:
+    raw = copy.deepcopy(BASE)
+    raw["tune"][model]["space"] = space
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return P.load(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"model_a.colour": {"choices": [1]}}, "tune.model_a.space.model_a.colour: not a value"),
+        ({"model_a.fit": {"choices": [1]}}, "space.model_a.fit: not a value"),  # a section
+        ({"tune.seed": {"choices": [1]}}, "space.tune.seed: not a value"),
+        ({"model_a.dropout": {"low": 0.5, "high": 0.1, "log": False}}, "low must be below high"),
+        ({"model_a.l2": {"low": 0.0, "high": 0.1, "log": True}}, "log needs low > 0"),
+        ({"model_a.dropout": {"low": 0.1, "high": 0.5}}, "log: missing"),
+        ({"model_a.dropout": {"choices": []}}, "choices: must hold one value or more"),
+        ({}, "tune.model_a.space: must name one key or more"),
+    ],
+)
+def test_a_bad_search_space_is_one_line_naming_the_key(tmp_path, space, message):
+    with pytest.raises(P.ParamsError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_with(tmp_path, "model_a", space)
+
+
+def test_the_committed_space_loads_and_holds_the_defaults():
+    """Trial 0 is the defaults: each must lie in its range or be among its choices."""
+    params = P.load(ROOT / "params.yaml")
+    for model in ("model_a", "model_b"):
+        search = getattr(params.tune, model)
+        for key, value in tune.defaults(params, search).items():
+            spec = search.space[key]
+            if isinstance(spec, P.Choice):
+                assert value in [tune.json.dumps(c) for c in spec.choices], key
+            else:
+                assert spec.low <= value <= spec.high, key
+
+
+def test_a_trial_writes_its_values_keeping_comments_and_puts_the_file_back(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    original = (ROOT / "params.yaml").read_bytes()
+    (tmp_path / "params.yaml").write_bytes(original)
+    values = {"model_a.dropout": 0.25, "model_a.branch_filters": [128]}
+    with tune.trial_params(values) as params:
+        text = (tmp_path / "params.yaml").read_text()
+        assert params.model_a.dropout == 0.25 and params.model_a.branch_filters == [128]
+        assert "# multi-task CNN trained from scratch" in text  # comments kept
+    assert (tmp_path / "params.yaml").read_bytes() == original
+    with pytest.raises(RuntimeError), tune.trial_params(values):
+        raise RuntimeError("a trial that fails")
+    assert (tmp_path / "params.yaml").read_bytes() == original
+
+
+def test_the_score_weighs_a_point_of_gender_accuracy_in_years():
+    assert tune.score({"val_age_mae": 5.0, "val_gender_accuracy": 0.9}, 0.15) == pytest.approx(6.5)
+
+
+def test_choices_travel_as_json_and_come_back_as_lists():
+    search = P.Search(epochs=1, space={"model_a.branch_filters": P.Choice([[96], [192]])})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    values = tune.suggest(study.ask(), search)
+    assert values["model_a.branch_filters"] in ([96], [192])
