@@ -160,7 +160,13 @@ def readme_experiments(repo) -> None:
     assert sh("git", "status", "--porcelain", cwd=repo).stdout == ""  # params.yaml as it was
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", *experiment(f"boot-{n}", f"evaluate.bootstrap={n}")],
+            [
+                sys.executable,
+                "-m",
+                "dvc",
+                "--wait-for-lock",  # DVC's lock: 3 s, then fail
+                *experiment(f"boot-{n}", f"evaluate.bootstrap={n}")[1:],
+            ],
             cwd=repo,
             env=ENV,
             stdout=subprocess.PIPE,
