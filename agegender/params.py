@@ -185,9 +185,7 @@ class Params:
                 )
         for model in ("model_a", "model_b"):
             for key in getattr(self.tune, model).space:
-                value: object = self if not key.startswith("tune.") else MISSING
-                for part in key.split("."):
-                    value = getattr(value, part, MISSING)
+                value = lookup(self, key) if not key.startswith("tune.") else MISSING
                 need(
                     value is not MISSING and not dataclasses.is_dataclass(value),
                     f"tune.{model}.space.{key}",
@@ -225,6 +223,14 @@ class Params:
                 "model_a.progressive",
                 f"{len(sizes)} sizes need model_a.fit.epochs >= {len(sizes)}, got {a.fit.epochs}",
             )
+
+
+def lookup(params: Params, key: str) -> object:
+    """The value of a dotted key (`model_a.fit.learning_rate`), or MISSING."""
+    value: object = params
+    for part in key.split("."):
+        value = getattr(value, part, MISSING)
+    return value
 
 
 def load(path: Path | str = PARAMS_FILE) -> Params:

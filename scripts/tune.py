@@ -97,9 +97,7 @@ def defaults(params: Params, search: P.Search) -> dict[str, object]:
     """The committed value of each key, as the study records it (trial 0)."""
     out = {}
     for key, spec in search.space.items():
-        value: object = params
-        for part in key.split("."):
-            value = getattr(value, part)
+        value = P.lookup(params, key)
         out[key] = json.dumps(value) if isinstance(spec, Choice) else value
     return out
 
