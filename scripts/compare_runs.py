@@ -8,7 +8,8 @@
 Where bytes cannot match (another CPU model, a GPU, other library versions), training adds
 its floats in another order and the weights come out different: a perturbation of the same
 kind as another seed, and no larger. reports/spread.json holds the committed pipeline run
-with three seeds; a difference within t(0.975, n-1) * sqrt(2) * their standard deviation is
+with several seeds (scripts/spread.py adds more); a difference within t(0.975, n-1) *
+sqrt(2) * their standard deviation is
 a reproduction. Beyond it, something changed. One table, metric by metric; exit status 1 if
 any is beyond, 2 if nothing could be judged (no metric in common, or none with a spread).
 """
