@@ -30,20 +30,21 @@ def nested(flat: dict[str, float]) -> dict[str, dict[str, float]]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="experiments, commits or metrics files")
     parser.add_argument("--label", default="{}", help="each run's label; {} is its name")
     parser.add_argument("--how", help="replace the file's sentence on how the runs were made")
-    args = parser.parse_args()
-    before, _ = read_spread(str(SPREAD))
-    spread = json.loads(SPREAD.read_text())
+    parser.add_argument("--spread", type=Path, default=SPREAD, help="the spread file")
+    args = parser.parse_args(argv)
+    before, _ = read_spread(str(args.spread))
+    spread = json.loads(args.spread.read_text())
     for run in args.runs:
         spread["runs"].append({"label": args.label.format(run), "metrics": nested(load(run))})
     if args.how:
         spread["how"] = args.how
-    SPREAD.write_text(json.dumps(spread, indent=2) + "\n")
-    after, _ = read_spread(str(SPREAD))
+    args.spread.write_text(json.dumps(spread, indent=2) + "\n")
+    after, _ = read_spread(str(args.spread))
     print(f"{len(spread['runs'])} runs; tolerance (95 %) of a difference, before -> after:")
     for key in after:
         old = before.get(key, (float("nan"), float("nan")))[1]

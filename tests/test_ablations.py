@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from scripts.ablations import METRICS, _rows, merge
 from tests.conftest import ROOT
 
@@ -109,3 +111,23 @@ def test_a_change_both_models_read_names_both_rows():
     # a key the older run lacks had today's default there: no change, and no row
     newer = exp_data({**defaults, "train": {"loader": {"kind": "arrays"}}}, (0.9, 6), (0.8, 7))
     assert _rows(newer, base, "commit y") == []
+
+
+def test_a_rerun_joins_the_spread_and_its_tolerances_are_printed(tmp_path, capsys):
+    """scripts/spread.py: a metrics file becomes a labelled run of spread.json, and each
+    metric's tolerance is printed before and after (three equal runs and a fourth 0.02
+    away: t(0.975, 3) x sqrt(2) x sd 0.01)."""
+    from scripts import spread
+
+    same = {"A": {"val_acc": 0.90}}
+    (tmp_path / "spread.json").write_text(
+        json.dumps({"how": "x", "runs": [{"label": str(i), "metrics": same} for i in range(3)]})
+    )
+    (tmp_path / "new.json").write_text(json.dumps({"A": {"val_acc": 0.92}}))
+    spread.main(
+        [str(tmp_path / "new.json"), "--label", "seed 9", "--spread", str(tmp_path / "spread.json")]
+    )
+    runs = json.loads((tmp_path / "spread.json").read_text())["runs"]
+    assert runs[-1] == {"label": "seed 9", "metrics": {"A": {"val_acc": 0.92}}} and len(runs) == 4
+    printed = capsys.readouterr().out
+    assert "4 runs" in printed and "A.val_acc      0.0000 -> 0.0450" in printed
