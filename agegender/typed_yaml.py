@@ -153,13 +153,18 @@ def build(cls: type, raw: object, at: str = "") -> object:
     return obj
 
 
-def set_dotted(raw: dict, assignment: str) -> None:
-    """Apply one `key.path=value` override (value parsed as YAML), like `dvc exp run -S`."""
-    key, value = assignment.split("=", 1)
+def set_at(raw: dict, key: str, value: object) -> None:
+    """Set the value of a dotted key (`model_a.fit.epochs`) in a params mapping."""
     *path, last = key.split(".")
     for part in path:
         raw = raw[part]
-    raw[last] = yaml.safe_load(value)
+    raw[last] = value
+
+
+def set_dotted(raw: dict, assignment: str) -> None:
+    """Apply one `key.path=value` override (value parsed as YAML), like `dvc exp run -S`."""
+    key, value = assignment.split("=", 1)
+    set_at(raw, key, yaml.safe_load(value))
 
 
 def read_yaml(path: Path) -> object:

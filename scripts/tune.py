@@ -30,7 +30,6 @@ import dataclasses
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -50,6 +49,7 @@ from agegender.params import Choice, Params
 from agegender.training.features import cached_features
 from agegender.training.loop import Trainer, fit_callbacks, setup
 from agegender.training.objective import compile_model, targets
+from agegender.typed_yaml import set_at
 
 STUDIES = Path("reports/tune")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -111,11 +111,7 @@ def trial_params(values: dict[str, object]):
     try:
         with modify_yaml(path) as data:
             for key, value in values.items():
-                *parents, last = key.split(".")
-                block = data
-                for part in parents:
-                    block = block[part]
-                block[last] = value
+                set_at(data, key, value)
         yield P.load(path)
     finally:
         path.write_bytes(original)
@@ -276,4 +272,3 @@ def summarize(study: optuna.Study) -> None:
 
 if __name__ == "__main__":
     run(main)
-    sys.exit(0)
