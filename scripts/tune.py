@@ -261,9 +261,12 @@ def main() -> None:
 
 def summarize(study: optuna.Study) -> None:
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    best = min(complete, key=lambda t: t.value)
-    default = next(t for t in study.trials if t.user_attrs.get("defaults"))
     print(f"\n{study.study_name}: {len(study.trials)} trials, {len(complete)} complete")
+    if not complete:  # stopped early (--minutes, Ctrl-C) or every trial pruned
+        return
+    best = min(complete, key=lambda t: t.value)
+    # a defaults trial stopped by Ctrl-C is enqueued again: the finished one is the one to show
+    default = next(t for t in study.get_trials(states=FINISHED) if t.user_attrs.get("defaults"))
     print(f"defaults (trial {default.number}): score {default.value}")
     print(f"best (trial {best.number}): score {best.value:.4f} with {best.params}")
     print(f"retrain it at the full schedule: dvc exp apply tune-{study.study_name}-"
