@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 
 import numpy as np
@@ -13,6 +14,7 @@ from agegender.serve.faces import (
     NO_FACE,
     TILE_SCORE,
     crops,
+    decode,
     detect,
     detections,
     read,
@@ -140,6 +142,10 @@ def test_a_48_megapixel_phone_photo_is_read_reduced_and_boxed_in_full_pixels(tmp
     assert faces[0].error is None and len(faces) == 1
     assert centre_in(faces[0].box, (3000 + 640, 2000 + 280, 3000 + 1100, 2000 + 700))
     assert 300 < faces[0].box[2] < 500  # about 4 times her box in the 512 px photo
+    assert faces[0].image_size == (8000, 6000)
+    upload = read(io.BytesIO((tmp_path / "phone.jpg").read_bytes()), (64,), faces=True)
+    opened = decode(Image.open(tmp_path / "phone.jpg"), (64,), faces=True)  # analyze(PIL)
+    assert [f.box for f in upload] == [f.box for f in opened] == [faces[0].box]
 
 
 def test_a_png_over_the_limit_and_a_bomb_are_refused_in_one_line(tmp_path):

@@ -16,20 +16,21 @@ calibration come from that same folder.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from agegender.errors import UserError
 from agegender.evaluate import calibration as calibration_module
 from agegender.evaluate.ensemble import combine, read_weights
 from agegender.evaluate.inference import load_model, predict
-from agegender.images import TooLarge, check_size, load_reduced, to_rgb
+from agegender.images import TooLarge, check_size, to_rgb
 from agegender.layout import CALIBRATION, ENSEMBLE, ENSEMBLE_WEIGHTS, MODEL_A, MODEL_B, TRAINED
 from agegender.quiet import quiet_native_logs
-from agegender.serve.faces import DETECT_SIDE, NO_FACE, Face, crops, read
+from agegender.serve.faces import NO_FACE, Face, decode, read
 
 HOME = "AGEGENDER_HOME"  # a project folder with models/ (and reports/eval/ensemble.json)
 CHECKOUT = Path(__file__).resolve().parents[2]  # where `pip install -e .` was run
@@ -152,6 +153,20 @@ def record(face: Face, age: float, prob: float, calibrated: dict | None = None) 
     return out
 
 
+_models: dict[tuple, Any] = {}
+
+
+def loaded(path: str):
+    """A model file loaded once per process (kept while the file is unchanged): the
+    ensemble's Analyzer and B's share model B, as the server's do."""
+    stat = os.stat(path) if os.path.isfile(path) else None
+    key = (os.path.realpath(path), stat and (stat.st_mtime_ns, stat.st_size))
+    if key not in _models:
+        with quiet_native_logs():  # TensorFlow's start-up lines, as the CLI hides them
+            _models[key] = load_model(path)
+    return _models[key]
+
+
 class Analyzer:
     """The models of `model` loaded once; call it on any number of images."""
 
@@ -167,23 +182,29 @@ class Analyzer:
         min_face_score: float = 0.0,
     ):
         model = model_for(model, calibration)
-        with quiet_native_logs():  # TensorFlow's start-up lines, as the CLI hides them
-            self.models = [load_model(path) for path in model_files(model)]
+        self.files = model_files(model)
+        self.models = [loaded(path) for path in self.files]
         self.sizes = tuple(sorted({m.input_shape[1] for m in self.models}))
         self.detect_faces, self.flip, self.batch_size = detect_faces, flip, batch_size
         self.rotate, self.min_face_score = rotate, min_face_score
         self.weights = ensemble_weighting(len(self.models))
         self.calibrated = calibration_for(model, calibration)
+        self.lock = threading.Lock()  # one prediction at a time: a TFLite model is not thread-safe
 
     def __call__(self, image: str | os.PathLike | Image.Image | np.ndarray) -> list[dict]:
         """One record per face found ([] for none), or one for the whole image when it is a
         crop (detect_faces=False). A file that cannot be read is a UserError."""
         faces = self.faces(image)
+        if faces[0].error is not None and faces[0].error != NO_FACE:
+            raise UserError(f"{faces[0].path}: {faces[0].error}")
+        return self.records(faces)
+
+    def records(self, faces: list[Face]) -> list[dict]:
+        """One record per face of one image read by faces.read ([] for no face found)."""
         if faces[0].error == NO_FACE:
             return []
-        if faces[0].error is not None:
-            raise UserError(f"{faces[0].path}: {faces[0].error}")
-        preds = predict_faces(self.models, faces, self.flip, self.batch_size, self.weights)
+        with self.lock:
+            preds = predict_faces(self.models, faces, self.flip, self.batch_size, self.weights)
         return [record(face, *p, self.calibrated) for face, p in zip(faces, preds, strict=True)]
 
     def faces(self, image) -> list[Face]:
@@ -200,15 +221,13 @@ class Analyzer:
                 f"an empty image ({image.size[0]}x{image.size[1]} pixels): nothing to analyze"
             )
         try:  # the rule files follow (a lazily opened JPEG decodes reduced, as a file does)
-            load_reduced(image, DETECT_SIDE if self.detect_faces else max(self.sizes))
+            return decode(
+                image, self.sizes, self.detect_faces, "", self.rotate, self.min_face_score
+            )
         except TooLarge as error:
             raise UserError(f"the image given to analyze is {error}") from None
         except (ValueError, OSError) as error:  # a closed file, a truncated one
             raise UserError(f"the image given to analyze cannot be read ({error})") from None
-        image = ImageOps.exif_transpose(image)
-        return crops(
-            image, self.sizes, self.detect_faces, rotate=self.rotate, min_score=self.min_face_score
-        )
 
 
 def array_image(array: np.ndarray) -> Image.Image:

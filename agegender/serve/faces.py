@@ -17,6 +17,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -50,6 +51,7 @@ PAD = 0.25  # a margin of black around the image: BlazeFace misses faces that fi
 # crop a model gets is the box's square, grown to that.
 CROP = 1 / 0.923
 NO_FACE = "no face found"
+NOT_AN_IMAGE = "not an image"
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Face:
     error: str | None = None
     score: float | None = None  # the detector's confidence (None: the image taken as a crop)
     pyramid_only: bool = False  # found only in the image pyramid, not in the whole image
+    image_size: tuple[int, int] | None = None  # (width, height) the box is given in
 
 
 def detector_file() -> Path:
@@ -301,10 +304,11 @@ def crops(
     scores below `min_score` are left out."""
     image = to_rgb(image)  # 16-bit faces scaled, transparency over white: as the models see it
     full_width, full_height = full_size or image.size
+    size = (full_width, full_height)
     rx, ry = full_width / image.width, full_height / image.height
     if not faces:
-        box = [0, 0, full_width, full_height]
-        return [Face(path, {s: to_rgb_square(image, s) for s in sizes}, box)]
+        pixels = {s: to_rgb_square(image, s) for s in sizes}
+        return [Face(path, pixels, [0, 0, full_width, full_height], image_size=size)]
 
     def found_in(view: Image.Image) -> list[Detection]:
         return [d for d in detections(view) if d.score >= min_score]
@@ -326,35 +330,55 @@ def crops(
         box += [round(upright[2] * rx), round(upright[3] * ry)]
         pixels = {s: to_rgb_square(crop, s) for s in sizes}
         score, pyramid = found_face.score, found_face.pyramid_only
-        out.append(Face(path, pixels, box, i, score=score, pyramid_only=pyramid))
-    return out or [Face(path, error=NO_FACE)]
+        out.append(Face(path, pixels, box, i, score=score, pyramid_only=pyramid, image_size=size))
+    return out or [Face(path, error=NO_FACE, image_size=size)]
+
+
+def decode(
+    opened: Image.Image,
+    sizes: tuple[int, ...],
+    faces: bool,
+    path: str = "",
+    rotate: bool = False,
+    min_score: float = 0.0,
+) -> list[Face]:
+    """An opened image (a file, an upload, a PIL image) to what the models take.
+
+    JPEGs decode at a reduced scale where that still gives enough pixels (a 4000 px photo
+    is read at 500 px for a 128 px model), boxes are given in the image's full pixels, and
+    EXIF orientation is applied so phone photos are upright. Raises TooLarge, and what a
+    decoder raises on a broken file.
+    """
+    want = DETECT_SIDE if faces else max(sizes)
+    with decode_budget(math.prod(reduced_size(opened, want))):
+        full_size = opened.size  # boxes are reported in these pixels
+        load_reduced(opened, want)
+        drafted = opened.size
+        image = ImageOps.exif_transpose(opened)
+        if image.size != drafted:  # turned by 90 or 270 degrees: so is the full size
+            full_size = full_size[::-1]
+        return crops(image, sizes, faces, path, full_size, rotate, min_score)
 
 
 def read(
-    path: str, sizes: tuple[int, ...], faces: bool, rotate: bool = False, min_score: float = 0.0
+    source: str | BinaryIO,
+    sizes: tuple[int, ...],
+    faces: bool,
+    rotate: bool = False,
+    min_score: float = 0.0,
 ) -> list[Face]:
-    """Decode one file into what the models take: the whole image, or each face in it.
-
-    JPEGs decode at a reduced scale where that still gives enough pixels (a 4000 px photo
-    is read at 500 px for a 128 px model), and EXIF orientation is applied so phone
-    photos are upright. Any failure is this file's error, never the run's.
-    """
-    want = DETECT_SIDE if faces else max(sizes)
+    """Decode one file (a path, or the bytes of an upload) into what the models take: the
+    whole image, or each face in it. Any failure is this file's error, never the run's."""
+    path = source if isinstance(source, str) else ""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would block for good
+        if path and not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block for good
             return [Face(path, error="not a regular file")]
-        with Image.open(path) as opened, decode_budget(math.prod(reduced_size(opened, want))):
-            full_size = opened.size  # boxes are reported in these pixels
-            load_reduced(opened, want)
-            drafted = opened.size
-            image = ImageOps.exif_transpose(opened)
-            if image.size != drafted:  # turned by 90 or 270 degrees: so is the full size
-                full_size = full_size[::-1]
-            return crops(image, sizes, faces, path, full_size, rotate, min_score)
+        with Image.open(source) as opened:
+            return decode(opened, sizes, faces, path, rotate, min_score)
     except FileNotFoundError:
         return [Face(path, error="no such file")]
     except UnidentifiedImageError:
-        return [Face(path, error="not an image")]
+        return [Face(path, error=NOT_AN_IMAGE)]
     except TooLarge as error:
         return [Face(path, error=str(error))]
     except Image.DecompressionBombError:  # PIL's own refusal, at open: over MAX_JPEG_PIXELS

@@ -162,15 +162,19 @@ def predict_files(
             ok = [f for f in batch if f.error is None]
             preds = iter(predict_faces(models, ok, flip, batch_size, weights) if ok else [])
             for face in batch:
-                row: dict = {"path": face.path}
-                if face.index is not None:  # --detect-faces: which face, and where
-                    row.update(face=face.index, box=face.box)
-                if face.error is not None:
-                    row["error"] = face.error
-                else:
-                    answer = record(face, *next(preds), calibrated)
-                    row.update({k: v for k, v in answer.items() if k != "box"})
-                yield row
+                yield row(face, None if face.error else record(face, *next(preds), calibrated))
+
+
+def row(face: Face, answer: dict | None) -> dict:
+    """One output record, as agegender-predict writes it and agegender-serve answers."""
+    out: dict = {"path": face.path}
+    if face.index is not None:  # a detected face: which one, and where
+        out.update(face=face.index, box=face.box)
+    if face.error is not None:
+        out["error"] = face.error
+    else:
+        out.update({k: v for k, v in (answer or {}).items() if k != "box"})
+    return out
 
 
 # --- command line ---------------------------------------------------------------------------
