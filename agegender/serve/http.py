@@ -154,11 +154,12 @@ def answer(analyzer: Analyzer, model: str, image: bytes, crops: bool, rotate: bo
     if error is not None and error != NO_FACE:  # too large, broken: an image it cannot use
         raise Refused(422, f"the upload cannot be used: {error}")
     width, height = faces[0].image_size or (0, 0)
-    records = analyzer.records(faces)
+    found = [] if error == NO_FACE else faces
+    records = analyzer.records(faces)  # [] for no face
     return {
         "model": model,
         "image": {"width": width, "height": height},
-        "faces": [without_path(face, rec) for face, rec in zip(faces, records, strict=False)],
+        "faces": [without_path(face, rec) for face, rec in zip(found, records, strict=True)],
     }
 
 
