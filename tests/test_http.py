@@ -342,7 +342,8 @@ def outward_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
-CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")  # Debian's; GitHub's runners'
+CHROMIUM = next(filter(None, map(shutil.which, BROWSERS)), None)
 CHROMEDRIVER = shutil.which("chromedriver")
 
 

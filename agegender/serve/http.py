@@ -340,6 +340,7 @@ def create_app(
         redoc_url=None,
     )
     turns = Turns(limits)
+    facts = health_of(analyzers, default, limits)  # of the files as loaded, hashed once
     page = resources.files("agegender.serve").joinpath("page.html").read_text("utf-8")
 
     @app.exception_handler(Refused)
@@ -368,7 +369,7 @@ def create_app(
     @app.get("/health")
     async def health() -> dict:
         """The models loaded, the commit they came from, the versions and the limits."""
-        return health_of(analyzers, default, limits)
+        return facts
 
     @app.post(
         "/analyze",
