@@ -221,6 +221,21 @@ def test_a_slow_analysis_gets_504_and_frees_its_turn_when_done(analyzers, monkey
     assert after.json() == {"done": True}  # the slow analysis ended at 1 s: its turn is free
 
 
+def test_an_upload_slower_than_the_limit_gets_408(analyzers):
+    app = http.create_app(analyzers, "B", Limits(seconds=0.3))
+
+    async def trickle():
+        yield b"\xff\xd8"
+        await asyncio.sleep(1.0)  # a client that stalls mid-upload
+        yield b"\xff\xd9"
+
+    async def slow_upload(client):
+        return await client.post("/analyze", content=trickle(), timeout=10)
+
+    answer = concurrently(app, slow_upload)
+    assert answer.status_code == 408 and answer.json()["error"] == "the upload took over 0.3 s"
+
+
 def test_health_names_the_models_versions_and_limits(analyzers, in_toy):
     health = client_for(analyzers, in_flight=3).get("/health").json()
     assert health["models"]["ensemble"]["files"] == [
