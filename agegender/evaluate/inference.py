@@ -4,6 +4,7 @@ CLI and the benchmarks, so all three compute the same numbers the same way."""
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 import zipfile
 from typing import TYPE_CHECKING
@@ -88,6 +89,7 @@ class TFLiteModel:
                 f"`agegender-predict --model MODEL.keras --export DIR`"
             ) from None
         self.input_shape = (None, *(int(d) for d in spec["shape_signature"][1:]))
+        self.lock = threading.Lock()
         outputs = self.runner.get_output_details()
         self.output_names = list(outputs)
         self.output_shape = [
@@ -95,7 +97,8 @@ class TFLiteModel:
         ]
 
     def predict_on_batch(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return self.runner(**{self.input: np.ascontiguousarray(x)})
+        with self.lock:  # an interpreter is not thread-safe; the server's threads share it
+            return self.runner(**{self.input: np.ascontiguousarray(x)})
 
 
 def check_model(model, path: str) -> None:

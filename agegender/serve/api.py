@@ -16,7 +16,6 @@ calibration come from that same folder.
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +188,6 @@ class Analyzer:
         self.rotate, self.min_face_score = rotate, min_face_score
         self.weights = ensemble_weighting(len(self.models))
         self.calibrated = calibration_for(model, calibration)
-        self.lock = threading.Lock()  # one prediction at a time: a TFLite model is not thread-safe
 
     def __call__(self, image: str | os.PathLike | Image.Image | np.ndarray) -> list[dict]:
         """One record per face found ([] for none), or one for the whole image when it is a
@@ -203,8 +201,7 @@ class Analyzer:
         """One record per face of one image read by faces.read ([] for no face found)."""
         if faces[0].error == NO_FACE:
             return []
-        with self.lock:
-            preds = predict_faces(self.models, faces, self.flip, self.batch_size, self.weights)
+        preds = predict_faces(self.models, faces, self.flip, self.batch_size, self.weights)
         return [record(face, *p, self.calibrated) for face, p in zip(faces, preds, strict=True)]
 
     def faces(self, image) -> list[Face]:
