@@ -19,7 +19,7 @@ python -m pip install -q --upgrade pip
 pip install -q -c constraints.txt -e ".[dev,jax]"   # README: set-up (pinned versions)
 # The page's browser test needs Debian's chromium and its driver (it skips without them).
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    browser="apt-get install -y -q --no-install-recommends chromium chromium-driver"
+    browser="env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver"
     { $browser || { apt-get update -q && $browser; }; } >/dev/null 2>&1 \
         || echo "ci: chromium could not be installed; the browser test will skip"
 fi
