@@ -26,7 +26,7 @@ import skimage.data
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from agegender.serve import api, http, predict
+from agegender.serve import api, health, http, predict
 from agegender.serve.limits import Limits
 
 
@@ -258,17 +258,18 @@ def test_provenance_is_the_commit_whose_dvc_lock_records_the_models(tmp_path):
     model = tmp_path / "models" / "m.keras"
     model.parent.mkdir()
     model.write_bytes(b"weights")
-    lock = {"stages": {"train": {"outs": [{"path": "models/m.keras", "md5": http.md5(model)}]}}}
+    lock = {"stages": {"train": {"outs": [{"path": "models/m.keras", "md5": health.md5(model)}]}}}
     (tmp_path / "dvc.lock").write_text(json.dumps(lock))
-    assert http.provenance(tmp_path, [str(model)])["why"].startswith("the project folder is not")
+    assert health.provenance(tmp_path, [str(model)])["why"].startswith("the project folder is not")
     git(tmp_path, "init", "-q")
     git(tmp_path, "add", "dvc.lock")
     git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lock")
-    assert http.provenance(tmp_path, [str(model)]) == {"commit": git(tmp_path, "rev-parse", "HEAD")}
+    head = git(tmp_path, "rev-parse", "HEAD")
+    assert health.provenance(tmp_path, [str(model)]) == {"commit": head}
     model.write_bytes(b"retrained")
     assert (
         "models/m.keras is not the model dvc.lock records"
-        in (http.provenance(tmp_path, [str(model)])["why"])
+        in (health.provenance(tmp_path, [str(model)])["why"])
     )
 
 

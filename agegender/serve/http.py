@@ -15,19 +15,12 @@ Every error is JSON, {"error": "one line of why"}, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
-import json
-import platform
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
-from importlib import resources
-from pathlib import Path
+from importlib import metadata, resources
 from typing import Annotated, Literal
 
 import numpy as np
-import yaml
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -35,10 +28,9 @@ from fastapi_offline import FastAPIOffline
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException
 
-from agegender import environment
-from agegender.layout import CALIBRATION
-from agegender.serve.api import Analyzer, find, project
+from agegender.serve.api import Analyzer
 from agegender.serve.faces import NO_FACE, NOT_AN_IMAGE, Face, detector, read
+from agegender.serve.health import health_of
 from agegender.serve.limits import MODELS, Limits
 from agegender.serve.predict import rounded, row
 
@@ -204,73 +196,6 @@ class Turns:
             raise Refused(504, f"the analysis took over {limit}; send a smaller image") from None
 
 
-# --- where the models came from ---------------------------------------------------------------
-
-
-def md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def provenance(root: Path | None, files: list[str]) -> dict:
-    """The commit the served models came from: the checkout's HEAD when its committed
-    dvc.lock records these very files (by md5); None otherwise, with why."""
-    out: dict = {"commit": None}
-    if root is None:
-        return out | {"why": "no project folder"}
-    try:
-        lock = yaml.safe_load((root / "dvc.lock").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return out | {"why": "no readable dvc.lock beside the models"}
-    recorded = {
-        str(item.get("path")): item.get("md5")
-        for stage in (lock.get("stages") or {}).values()
-        for item in (stage or {}).get("outs") or []
-    }
-    for file in files:
-        relative = Path(file).resolve().relative_to(root.resolve()).as_posix()
-        if recorded.get(relative) != md5(Path(file)):
-            return out | {"why": f"{relative} is not the model dvc.lock records (retrained?)"}
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    head = git("rev-parse", "HEAD")
-    if not head:
-        return out | {"why": "the project folder is not a git checkout"}
-    if git("status", "--porcelain", "--", "dvc.lock"):
-        return out | {"why": "dvc.lock differs from the commit (not committed yet)"}
-    return {"commit": head}
-
-
-def range_level() -> float | None:
-    """The level evaluate fitted the age ranges at (calibration.json's), for the page."""
-    path = find(CALIBRATION)
-    try:
-        return float(json.loads(path.read_text())["level"]) if path else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def health_of(analyzers: dict[str, Analyzer], default: str, limits: Limits) -> dict:
-    files = sorted({str(f) for a in analyzers.values() for f in a.files})
-    root = project()
-    return {
-        "status": "ok",
-        "models": {name: {"files": a.files, "sides": a.sizes} for name, a in analyzers.items()},
-        "default_model": default,
-        "project": str(root) if root else None,
-        "provenance": provenance(root, files),
-        "range_level": range_level(),
-        "versions": {"python": platform.python_version(), **environment.versions()},
-        "limits": asdict(limits),
-    }
-
-
 def load_analyzers() -> dict[str, Analyzer]:
     """A, B and their ensemble, each model file loaded once (they share them), and each run
     once on a blank face: the first prediction traces the model, a wait no request should
@@ -336,7 +261,7 @@ def create_app(
     app = FastAPIOffline(
         title="agegender",
         summary="Age and gender of the faces in a photo, by the models `dvc repro` trained",
-        version=environment.versions().get("agegender", "0"),
+        version=metadata.version("agegender"),
         redoc_url=None,
     )
     turns = Turns(limits)
