@@ -1,3 +1,4 @@
-"""Serving: `agegender-predict` and the Python API, face detection, export. Imports the core,
+"""Serving: `agegender-predict`, `agegender-serve` (HTTP) and the Python API, face detection,
+export. Imports the core,
 evaluate (loading and prediction) and models; never training.
 """
