@@ -229,19 +229,19 @@ UPLOAD_BODY = {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     },
 }
-EXAMPLE = {
+EXAMPLE = {  # scikit-image's astronaut photo, by the committed model B (docs/serve.md)
     "model": "B",
     "image": {"width": 512, "height": 512},
     "faces": [
         {
             "face": 0,
-            "box": [181, 70, 111, 111],
-            "age": 39.2,
-            "age_low": 33.1,
-            "age_high": 46.0,
+            "box": [173, 72, 103, 103],
+            "age": 33.5,
+            "age_low": 27.5,
+            "age_high": 39.4,
             "gender": "female",
-            "gender_prob": 0.9712,
-            "face_score": 0.68,
+            "gender_prob": 0.9836,
+            "face_score": 0.9028,
             "pyramid_only": False,
         }
     ],
