@@ -27,7 +27,9 @@ runtime.configure()  # backend and threads from params.yaml, before anything imp
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -52,6 +54,7 @@ from agegender.training.objective import compile_model, targets
 from agegender.typed_yaml import set_at
 
 STUDIES = Path("reports/tune")
+FEATURES = STUDIES / ".features"  # model B's backbone features, reused by reruns
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 PRUNER_WARMUP = 3  # epochs every trial trains before the median pruner may stop it
 
@@ -118,8 +121,11 @@ def trial_params(values: dict[str, object]):
 
 
 class Features:
-    """Model B's backbone features of train (and mirrored) and val, computed once per run:
-    a trial of B retrains the heads only, so the frozen backbone's answers never change."""
+    """Model B's backbone features of train (and mirrored) and val: a trial of B retrains
+    the heads only, so the frozen backbone's answers never change between trials. Computed
+    once, then kept in reports/tune/.features/ under a digest of what they are made of (the
+    backbone's params and weights, the faces' bytes): a rerun, after Ctrl-C or for more
+    trials, starts its first trial at once instead of after minutes of backbone passes."""
 
     def __init__(self):
         self.key, self.data = None, None
@@ -128,11 +134,34 @@ class Features:
         p = params.model_b
         key = (p.backbone, p.alpha, p.weights, p.input_size, p.pooling, p.norm, p.batch_norm)
         if key != self.key:
-            batch = p.phase1.batch_size
-            self.data = cached_features(extractor, head, train, val, batch, params.train.loader)
+            folder = FEATURES / digest(key, extractor, train, val)
+            if not (folder / "val.npy").is_file():
+                batch, loader = p.phase1.batch_size, params.train.loader
+                (x, _), (val_x, _) = cached_features(extractor, head, train, val, batch, loader)
+                keep(folder, {"train": x, "val": val_x})
+            else:
+                print(f"phase1: backbone features from {folder}", flush=True)
+            self.data = tuple(np.load(folder / f"{n}.npy", mmap_mode="r") for n in ("train", "val"))
             self.key = key
-        (x, _), (val_x, _) = self.data
-        return x, val_x
+        return self.data
+
+
+def digest(key: tuple, extractor: keras.Model, *splits) -> str:
+    """What the features are a function of: the backbone's params, weights and inputs."""
+    md5 = hashlib.md5(repr(key).encode())
+    for array in [*extractor.get_weights(), *(split.images for split in splits)]:
+        md5.update(np.ascontiguousarray(array).data)
+    return md5.hexdigest()
+
+
+def keep(folder: Path, arrays: dict[str, np.ndarray]) -> None:
+    """The arrays as .npy files, each written to a temporary name and then renamed (val,
+    the last, marks the folder whole), so a Ctrl-C never leaves half a file to load."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        tmp = folder / f".{name}.{os.getpid()}.npy"
+        np.save(tmp, np.asarray(array))
+        os.replace(tmp, folder / f"{name}.npy")
 
 
 def train_b(params: Params, search: P.Search, report: Report, splits, features: Features):

@@ -121,8 +121,9 @@ def readme_command(start: str) -> str:
 def tune_trials_are_experiments(repo) -> None:
     """scripts/tune.py as the README runs it: each trial a DVC experiment holding its
     params.yaml and val score, the workspace left as committed, a rerun that continues the
-    study, and `dvc exp apply` of a trial that leaves train_b to retrain (dvc.lock is HEAD's
-    in every trial: nothing claims a model the trial's params never trained)."""
+    study on the backbone features the first run kept, and `dvc exp apply` of a trial that
+    leaves train_b to retrain (dvc.lock is HEAD's in every trial: nothing claims a model the
+    trial's params never trained)."""
     before = {name: (repo / name).read_bytes() for name in ("params.yaml", "dvc.lock")}
     tune = [sys.executable, "scripts/tune.py", "model_b", "--trials"]
     first = subprocess.run([*tune, "2"], cwd=repo, env=ENV, capture_output=True, text=True)
@@ -132,6 +133,7 @@ def tune_trials_are_experiments(repo) -> None:
     assert sh("git", "status", "--porcelain", cwd=repo).stdout == ""
     again = subprocess.run([*tune, "3"], cwd=repo, env=ENV, capture_output=True, text=True)
     assert again.returncode == 0 and "trial 2:" in again.stdout and "trial 0:" not in again.stdout
+    assert "backbone features from reports/tune/.features/" in again.stdout  # not recomputed
     ref = f"refs/exps/{experiment_ref(repo, 'tune-model_b-001')}"
     assert sh("git", "show", f"{ref}:dvc.lock", cwd=repo).stdout == before["dvc.lock"].decode()
     trial = yaml.safe_load(sh("git", "show", f"{ref}:params.yaml", cwd=repo).stdout)

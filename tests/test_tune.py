@@ -79,3 +79,52 @@ def test_choices_travel_as_json_and_come_back_as_lists():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     values = tune.suggest(study.ask(), search)
     assert values["model_a.branch_filters"] in ([96], [192])
+
+
+def test_b_features_are_computed_once_and_reused_until_the_faces_or_weights_change(
+    tmp_path, monkeypatch
+):
+    """A rerun (after Ctrl-C, or for more trials) loads the features a run before kept; new
+    faces or new backbone weights are a new digest, so stale features are never read."""
+    import keras
+    import numpy as np
+
+    from agegender.data import Split
+
+    monkeypatch.setattr(tune, "FEATURES", tmp_path / "features")
+    params = P.load(ROOT / "params.yaml")
+    extractor = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten()])
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> Split:
+        images = rng.integers(0, 255, (n, 4, 4, 3), dtype=np.uint8)
+        return Split(images, np.full(n, 30), np.zeros(n), np.zeros(n), np.array(["x"] * n))
+
+    train, val = split(6), split(3)
+    computed = []
+
+    def flat(images: np.ndarray) -> np.ndarray:
+        return (images.reshape(len(images), -1) / 255).astype("float32")
+
+    def fake(extractor, head, train, val, batch, loader):  # the backbone pass, counted
+        computed.append(len(train))
+        mirrored = np.concatenate([train.images, train.images[:, :, ::-1]])
+        return (flat(mirrored), None), (flat(val.images), None)
+
+    monkeypatch.setattr(tune, "cached_features", fake)
+    x, val_x = tune.Features().get(params, extractor, None, train, val)
+    again_x, again_val = tune.Features().get(params, extractor, None, train, val)  # a rerun
+    assert computed == [6] and x.shape == (12, 48) and val_x.shape == (3, 48)
+    np.testing.assert_array_equal(again_x, x)
+    np.testing.assert_array_equal(again_val, val_x)
+    assert not [p for p in (tmp_path / "features").rglob(".*")]  # no temporary file left
+    tune.Features().get(params, extractor, None, split(6), val)  # other faces: computed anew
+    assert computed == [6, 6]
+    weighted = keras.Sequential(
+        [keras.Input((4, 4, 3)), keras.layers.Flatten(), keras.layers.Dense(48)]
+    )
+    fake_weights = [w + 1 for w in weighted.get_weights()]
+    tune.Features().get(params, weighted, None, train, val)
+    weighted.set_weights(fake_weights)  # other backbone weights: computed anew
+    tune.Features().get(params, weighted, None, train, val)
+    assert computed == [6, 6, 6, 6]
