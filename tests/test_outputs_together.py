@@ -68,7 +68,16 @@ def test_together_puts_files_in_place_at_its_end_and_nothing_on_failure(tmp_path
     assert written(tmp_path / "a.txt") == tmp_path / "a.txt"
 
 
-def test_ctrl_c_during_the_moves_waits_until_all_are_in(tmp_path, monkeypatch):
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler, whatever pytest inherited: a shell starts a background
+    job with SIGINT ignored, and an ignored signal raises nothing when it is let through."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_the_moves_waits_until_all_are_in(tmp_path, monkeypatch, python_sigint):
     real = os.replace
     moved = []
 
