@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -44,6 +43,7 @@ from dvclive import Live
 from agegender import params as P
 from agegender.data import load_split
 from agegender.errors import UserError, run
+from agegender.files import atomic_path
 from agegender.layout import FIT
 from agegender.models.model_a import build_model_a
 from agegender.models.model_b import build_model_b, split_at_features
@@ -155,13 +155,11 @@ def digest(key: tuple, extractor: keras.Model, *splits) -> str:
 
 
 def keep(folder: Path, arrays: dict[str, np.ndarray]) -> None:
-    """The arrays as .npy files, each written to a temporary name and then renamed (val,
-    the last, marks the folder whole), so a Ctrl-C never leaves half a file to load."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """The arrays as .npy files, each put in place whole (val, the last, marks the folder
+    complete), so a Ctrl-C never leaves half a file to load."""
     for name, array in arrays.items():
-        tmp = folder / f".{name}.{os.getpid()}.npy"
-        np.save(tmp, np.asarray(array))
-        os.replace(tmp, folder / f"{name}.npy")
+        with atomic_path(folder / f"{name}.npy") as tmp:
+            np.save(tmp, np.asarray(array))
 
 
 def train_b(params: Params, search: P.Search, report: Report, splits, features: Features):
