@@ -5,7 +5,8 @@ experiment (its params.yaml and val scores in `dvc exp show`).
     python scripts/tune.py model_a --trials 30 --minutes 40   # A: shortened, pruned early
     dvc exp show --drop '.*' --keep 'Experiment|score|val_age_mae|val_gender_acc|dropout'
                                                    # every trial's values and val scores
-    dvc exp apply tune-model_b-007 && dvc exp run -n tuned  # the best, at the full schedule
+    dvc exp apply tune-model_b-007 && dvc exp run -n tuned  # the best (on the study's commit;
+                                                   # later, the `dvc exp run -S` it prints)
     python scripts/compare_runs.py HEAD tuned      # a gain beyond the spread of seeds?
 
 The space is params.yaml's `tune:` section. Trial 0 is the defaults, at the trial's
@@ -29,6 +30,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import shlex
 import shutil
 import subprocess
 import time
@@ -296,8 +298,18 @@ def summarize(study: optuna.Study) -> None:
     default = next(t for t in study.get_trials(states=FINISHED) if t.user_attrs.get("defaults"))
     print(f"defaults (trial {default.number}): score {default.value}")
     print(f"best (trial {best.number}): score {best.value:.4f} with {best.params}")
-    print(f"retrain it at the full schedule: dvc exp apply tune-{study.study_name}-"
-          f"{best.number:03d} && dvc exp run -n tuned-{study.study_name}")  # fmt: skip
+    print(f"retrain it at the full schedule: {retrain_command(study.study_name, best.params)}")
+    print(
+        f"(or `dvc exp apply tune-{study.study_name}-{best.number:03d}` on the commit the "
+        f"trial was saved on: applied on a later one, it also puts back that commit's files)"
+    )
+
+
+def retrain_command(model: str, values: dict[str, object]) -> str:
+    """`dvc exp run` with the trial's values as -S overrides: only params.yaml changes, so
+    it works on any later commit (a choice, kept as JSON, goes as YAML flow: [128])."""
+    sets = (f"-S {shlex.quote(f'{key}={value}')}" for key, value in values.items())
+    return f"dvc exp run -n tuned-{model} " + " ".join(sets)
 
 
 if __name__ == "__main__":

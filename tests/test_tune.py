@@ -128,3 +128,15 @@ def test_b_features_are_computed_once_and_reused_until_the_faces_or_weights_chan
     weighted.set_weights(fake_weights)  # other backbone weights: computed anew
     tune.Features().get(params, weighted, None, train, val)
     assert computed == [6, 6, 6, 6]
+
+
+def test_the_retrain_command_sets_the_trial_values_and_parses_back():
+    """Printed at the end of a study: `dvc exp run -S` per value, quoted for the shell, so
+    it runs on any later commit (only params.yaml changes)."""
+    import shlex
+
+    values = {"model_a.dropout": 0.2085, "model_a.branch_filters": "[128, 256]"}
+    command = tune.retrain_command("model_a", values)
+    words = shlex.split(command)
+    assert words[:5] == ["dvc", "exp", "run", "-n", "tuned-model_a"]
+    assert words[5:] == ["-S", "model_a.dropout=0.2085", "-S", "model_a.branch_filters=[128, 256]"]
