@@ -145,6 +145,10 @@ def tune_trials_are_experiments(repo) -> None:
     assert "train_b" in sh("dvc", "status", cwd=repo).stdout  # to retrain, not "up to date"
     sh("git", "checkout", "params.yaml", cwd=repo)
     sh("git", "clean", "-fdq", "reports/tune", cwd=repo)
+    (repo / "reports/tune/model_b.db").unlink()  # a new study: its trial names are taken
+    fresh = subprocess.run([*tune, "1"], cwd=repo, env=ENV, capture_output=True, text=True)
+    assert fresh.returncode != 0 and "dvc exp remove" in fresh.stderr  # names held: refused
+    assert not (repo / "reports/tune/model_b").exists()
 
 
 def readme_experiments(repo) -> None:

@@ -140,3 +140,44 @@ def test_the_retrain_command_sets_the_trial_values_and_parses_back():
     words = shlex.split(command)
     assert words[:5] == ["dvc", "exp", "run", "-n", "tuned-model_a"]
     assert words[5:] == ["-S", "model_a.dropout=0.2085", "-S", "model_a.branch_filters=[128, 256]"]
+
+
+def test_b_trials_run_many_steps_per_call_and_learn_the_same_numbers(monkeypatch):
+    """tune.STEPS_PER_EXECUTION only saves Python between a trial's batches: the trial's
+    best epoch and its val scores are the same to the bit as one step per call."""
+    import dataclasses
+
+    import numpy as np
+
+    from agegender.data import Split
+    from agegender.training.loop import setup
+
+    params = P.load(ROOT / "params.yaml")
+    model_b = dataclasses.replace(params.model_b, weights=None, head_init="random")
+    params = dataclasses.replace(params, model_b=model_b)
+    search = dataclasses.replace(params.tune.model_b, epochs=4)
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> Split:
+        age, gender = rng.integers(1, 90, n), rng.integers(0, 2, n)
+        return Split(np.zeros((n, 4, 4, 3), "uint8"), age, gender, np.zeros(n), np.array(["x"] * n))
+
+    train, val = split(1300), split(40)  # 41 batches an epoch: calls of 32, then of 9
+    features = tuple(rng.normal(size=(n, 1024)).astype("float32") for n in (2600, 40))
+
+    class Cached:  # the backbone's features, as tune.Features would give them
+        def get(self, *args):
+            return features
+
+    def best(steps: int) -> dict:
+        monkeypatch.setattr(tune, "STEPS_PER_EXECUTION", steps)
+        setup(params.seed, params.train)
+        report = tune.Report(optuna.create_study().ask(), params.tune.gender_point)
+        tune.train_b(params, search, report, (train, val), Cached())
+        assert report.model.steps_per_execution == steps  # the head fit() trained
+        return report.best
+
+    steps = tune.STEPS_PER_EXECUTION
+    assert steps > 1
+    one, many = best(1), best(steps)
+    assert one["epoch"] >= 1 and many == one
