@@ -26,6 +26,7 @@ from agegender import runtime
 runtime.configure()  # backend and threads from params.yaml, before anything imports Keras
 
 import argparse
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -33,6 +34,7 @@ import json
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,19 +113,52 @@ def defaults(params: Params, search: P.Search) -> dict[str, object]:
     return out
 
 
-@contextlib.contextmanager
-def trial_params(values: dict[str, object]):
-    """params.yaml with the trial's values (comments kept, as `dvc exp run -S` does), the
-    committed file back afterwards, however the trial ends."""
-    path = P.PARAMS_FILE
-    original = path.read_bytes()
-    try:
+def trial_params(committed: bytes, values: dict[str, object]) -> tuple[bytes, Params]:
+    """The trial's params.yaml (the committed one with the trial's values, comments kept, as
+    `dvc exp run -S` writes it) and its params, checked like the file's. Made in a scratch
+    folder: the workspace's params.yaml changes only while the trial's experiment is saved."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / P.PARAMS_FILE.name
+        path.write_bytes(committed)
         with modify_yaml(path) as data:
             for key, value in values.items():
                 set_at(data, key, value)
-        yield P.load(path)
+        try:
+            return path.read_bytes(), P.load(path)
+        except P.ParamsError as error:
+            detail = str(error).removeprefix(f"{path}: ")
+            raise UserError(f"{P.PARAMS_FILE} with the trial's values {values}: {detail}") from None
+
+
+@contextlib.contextmanager
+def workspace_params(committed: bytes, trial: bytes):
+    """params.yaml holds the trial's values while its experiment is saved; the committed
+    file is back afterwards, however the save ends."""
+    try:
+        P.PARAMS_FILE.write_bytes(trial)
+        yield
     finally:
-        path.write_bytes(original)
+        P.PARAMS_FILE.write_bytes(committed)
+
+
+class Saver:
+    """Saves each trial's experiment in a thread while the next trial trains: a save takes
+    seconds of one core (DVC reads its YAML files a dozen times, then commits), and a B
+    trial's training leaves the second core mostly idle. One save at a time; a save's error
+    is raised at the next save or at the end, and the end waits for the last one."""
+
+    def __init__(self):
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.pending: concurrent.futures.Future | None = None
+
+    def submit(self, save, *args) -> None:
+        self.wait()
+        self.pending = self.pool.submit(save, *args)
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
 
 
 class Features:
@@ -239,32 +274,39 @@ def check_names_free(model: str, study: optuna.Study) -> None:
         )
 
 
-def objective(model: str, base: Params, splits, features: Features):
+def save_trial(model: str, trial: int, row: dict, committed: bytes, text: bytes, params) -> None:
+    """The trial's DVCLive folder (its params and val scores for `dvc exp show`) and the
+    workspace with its params.yaml, as experiment tune-MODEL-NNN; then both out of the way."""
+    live_dir, dvc_yaml = STUDIES / model, STUDIES / "dvc.yaml"  # dvc.yaml declares the metrics
+    with workspace_params(committed, text):
+        with Live(str(live_dir), save_dvc_exp=False, report=None, dvcyaml=str(dvc_yaml)) as live:
+            live.log_params({"trial": trial, **row["params"]})
+            live.summary = row["summary"]
+        save_experiment(f"tune-{model}-{trial:03d}", [live_dir, dvc_yaml], params)
+    shutil.rmtree(live_dir, ignore_errors=True)  # in the experiment now
+    dvc_yaml.unlink(missing_ok=True)
+
+
+def objective(model: str, base: Params, splits, features: Features, saver: Saver):
     search: P.Search = getattr(base.tune, model)
-    live_dir = STUDIES / model
+    committed = P.PARAMS_FILE.read_bytes()  # read once: a save in flight rewrites the file
 
     def run_trial(trial: optuna.Trial) -> float:
         values = suggest(trial, search)
-        with trial_params(values) as params:
-            setup(params.seed, params.train)
-            report = Report(trial, params.tune.gender_point)
-            if model == "model_b":
-                train_b(params, search, report, splits, features)
-            else:
-                train_a(params, search, report, splits, STUDIES / f".{model}-training")
-            value = score(report.best, params.tune.gender_point)
-            state = "pruned" if report.pruned else "complete"
-            dvc_yaml = STUDIES / "dvc.yaml"  # declares the trial's metrics to `dvc exp show`
-            with Live(
-                str(live_dir), save_dvc_exp=False, report=None, dvcyaml=str(dvc_yaml)
-            ) as live:
-                live.log_params({"trial": trial.number, "state": state, "epochs": search.epochs})
-                live.summary = {"score": round(value, 4), "epoch": report.best["epoch"]}
-                for key in ("val_age_mae", "val_gender_accuracy", "val_loss"):
-                    live.summary[key] = round(report.best[key], 4)
-            save_experiment(f"tune-{model}-{trial.number:03d}", [live_dir, dvc_yaml], params)
-            shutil.rmtree(live_dir, ignore_errors=True)  # in the experiment; out of the way
-            dvc_yaml.unlink(missing_ok=True)
+        text, params = trial_params(committed, values)
+        setup(params.seed, params.train)
+        report = Report(trial, params.tune.gender_point)
+        if model == "model_b":
+            train_b(params, search, report, splits, features)
+        else:
+            train_a(params, search, report, splits, STUDIES / f".{model}-training")
+        value = score(report.best, params.tune.gender_point)
+        state = "pruned" if report.pruned else "complete"
+        summary = {"score": round(value, 4), "epoch": report.best["epoch"]}
+        for key in ("val_age_mae", "val_gender_accuracy", "val_loss"):
+            summary[key] = round(report.best[key], 4)
+        row = {"params": {"state": state, "epochs": search.epochs}, "summary": summary}
+        saver.submit(save_trial, model, trial.number, row, committed, text, params)
         print(f"trial {trial.number}: score {value:.4f} ({state}) {values}", flush=True)
         if report.pruned:
             raise optuna.TrialPruned()
@@ -298,16 +340,19 @@ def main() -> None:
     if not study.get_trials(states=FINISHED) and not waiting:  # trial 0: the defaults
         study.enqueue_trial(defaults(base, search), user_attrs={"defaults": True})
     splits = (load_split("train"), load_split("val"))
-    features = Features()
+    features, saver = Features(), Saver()
     start = time.monotonic()
-    while (done := len(study.get_trials(states=FINISHED))) < args.trials:
-        if args.minutes is not None and time.monotonic() - start > 60 * args.minutes:
-            print(f"{args.model}: --minutes {args.minutes:g} spent; rerun to continue")
-            break
-        # seeded by the trials finished so far: a rerun after Ctrl-C draws the same
-        study.sampler = optuna.samplers.TPESampler(seed=base.tune.seed + done)
-        study.optimize(objective(args.model, base, splits, features), n_trials=1)
-        print(f"{args.model}: {done + 1} of {args.trials} trials", flush=True)
+    try:
+        while (done := len(study.get_trials(states=FINISHED))) < args.trials:
+            if args.minutes is not None and time.monotonic() - start > 60 * args.minutes:
+                print(f"{args.model}: --minutes {args.minutes:g} spent; rerun to continue")
+                break
+            # seeded by the trials finished so far: a rerun after Ctrl-C draws the same
+            study.sampler = optuna.samplers.TPESampler(seed=base.tune.seed + done)
+            study.optimize(objective(args.model, base, splits, features, saver), n_trials=1)
+            print(f"{args.model}: {done + 1} of {args.trials} trials", flush=True)
+    finally:
+        saver.wait()  # the last trial's experiment, also after Ctrl-C
     summarize(study)
 
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from agegender import params as P
+from agegender.errors import UserError
 from scripts import tune
 from tests.conftest import ROOT
 
@@ -60,14 +61,42 @@ def test_a_trial_writes_its_values_keeping_comments_and_puts_the_file_back(tmp_p
     original = (ROOT / "params.yaml").read_bytes()
     (tmp_path / "params.yaml").write_bytes(original)
     values = {"model_a.dropout": 0.25, "model_a.branch_filters": [128]}
-    with tune.trial_params(values) as params:
-        text = (tmp_path / "params.yaml").read_text()
-        assert params.model_a.dropout == 0.25 and params.model_a.branch_filters == [128]
-        assert "# multi-task CNN trained from scratch" in text  # comments kept
+    text, params = tune.trial_params(original, values)
+    assert params.model_a.dropout == 0.25 and params.model_a.branch_filters == [128]
+    assert b"# multi-task CNN trained from scratch" in text  # comments kept
+    assert (tmp_path / "params.yaml").read_bytes() == original  # untouched while it trains
+    with tune.workspace_params(original, text):  # while its experiment is saved
+        assert (tmp_path / "params.yaml").read_bytes() == text
     assert (tmp_path / "params.yaml").read_bytes() == original
-    with pytest.raises(RuntimeError), tune.trial_params(values):
-        raise RuntimeError("a trial that fails")
+    with pytest.raises(RuntimeError), tune.workspace_params(original, text):
+        raise RuntimeError("a save that fails")
     assert (tmp_path / "params.yaml").read_bytes() == original
+    with pytest.raises(UserError, match=r"params.yaml with the trial's values .*model_a.dropout"):
+        tune.trial_params(original, {"model_a.dropout": 1.5})
+
+
+def test_a_save_in_flight_is_waited_for_and_its_error_raised():
+    """The next trial trains while the last one's experiment is saved; nothing is lost."""
+    import threading
+    import time
+
+    saved, started = [], threading.Event()
+
+    def save(n: int) -> None:
+        started.set()
+        time.sleep(0.2)
+        if n == 2:
+            raise OSError("disk full")
+        saved.append(n)
+
+    saver = tune.Saver()
+    saver.submit(save, 1)
+    assert started.wait(5) and saved == []  # in flight: submit() did not wait for it
+    saver.submit(save, 2)  # waits for the first
+    assert saved == [1]
+    with pytest.raises(OSError, match="disk full"):
+        saver.wait()
+    saver.wait()  # raised once
 
 
 def test_the_score_weighs_a_point_of_gender_accuracy_in_years():
