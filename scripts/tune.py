@@ -289,7 +289,7 @@ def save_trial(model: str, trial: int, row: dict, committed: bytes, text: bytes,
 
 def objective(model: str, base: Params, splits, features: Features, saver: Saver):
     search: P.Search = getattr(base.tune, model)
-    committed = P.PARAMS_FILE.read_bytes()  # read once: a save in flight rewrites the file
+    committed = P.PARAMS_FILE.read_bytes()  # read here, once: a save in flight rewrites it
 
     def run_trial(trial: optuna.Trial) -> float:
         values = suggest(trial, search)
@@ -340,7 +340,8 @@ def main() -> None:
     if not study.get_trials(states=FINISHED) and not waiting:  # trial 0: the defaults
         study.enqueue_trial(defaults(base, search), user_attrs={"defaults": True})
     splits = (load_split("train"), load_split("val"))
-    features, saver = Features(), Saver()
+    saver = Saver()
+    run_trial = objective(args.model, base, splits, Features(), saver)  # before any save
     start = time.monotonic()
     try:
         while (done := len(study.get_trials(states=FINISHED))) < args.trials:
@@ -349,7 +350,7 @@ def main() -> None:
                 break
             # seeded by the trials finished so far: a rerun after Ctrl-C draws the same
             study.sampler = optuna.samplers.TPESampler(seed=base.tune.seed + done)
-            study.optimize(objective(args.model, base, splits, features, saver), n_trials=1)
+            study.optimize(run_trial, n_trials=1)
             print(f"{args.model}: {done + 1} of {args.trials} trials", flush=True)
     finally:
         saver.wait()  # the last trial's experiment, also after Ctrl-C
