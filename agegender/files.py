@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -20,6 +21,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agegender.errors import UserError, write_failure
+
+
+def md5(path: Path) -> str:
+    """The file's md5, as dvc.lock records it, read a MiB at a time (models are large)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def temp_prefix(path: Path) -> str:

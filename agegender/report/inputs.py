@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ import pandas as pd
 
 from agegender import layout
 from agegender.errors import UserError
+from agegender.files import md5
 from agegender.layout import (
     BREAKDOWN,
     ENVIRONMENT,
@@ -86,11 +86,7 @@ def read_outputs(flip: bool) -> Outputs:
 
 def model_md5s() -> dict[str, str]:
     """The md5 of each trained model's file, as scripts/shifts.py records them."""
-    return {
-        k: hashlib.md5(m.file.read_bytes()).hexdigest()
-        for k, m in TRAINED.items()
-        if m.file.is_file()
-    }
+    return {k: md5(m.file) for k, m in TRAINED.items() if m.file.is_file()}
 
 
 def read_curve(folder: Path, name: str) -> pd.DataFrame | None:

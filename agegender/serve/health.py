@@ -3,7 +3,6 @@ whose committed dvc.lock records these very files), the range level, versions an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import subprocess
@@ -13,17 +12,10 @@ from pathlib import Path
 import yaml
 
 from agegender import environment
+from agegender.files import md5
 from agegender.layout import CALIBRATION
 from agegender.serve.api import Analyzer, find, project
 from agegender.serve.limits import Limits
-
-
-def md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def provenance(root: Path | None, files: list[str]) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 from agegender.errors import UserError
 from agegender.evaluate import calibration as C
 from agegender.evaluate.inference import load_model
-from agegender.files import atomic_path, save_model, write_text
+from agegender.files import atomic_path, md5, save_model, write_text
 from agegender.layout import PREPARED
 from agegender.quiet import quiet_native_logs
 from agegender.serve.api import calibration_for, find, model_files, model_for
@@ -204,7 +203,7 @@ def training_faces() -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], str] | 
 
     split = load_split("train", found.parent.parent)
     faces = np.asarray(split.images), split.age.astype("float64"), split.gender.astype("int64")
-    names = hashlib.md5((found.parent / "name.npy").read_bytes()).hexdigest()[:12]
+    names = md5(found.parent / "name.npy")[:12]
     return faces, f"{names}-{faces[0].shape[1]}"
 
 
@@ -226,7 +225,7 @@ def calibrate(args) -> None:
             print(
                 f"adapt: no {PREPARED / 'train'} found (run `dvc repro prepare`): your faces alone"
             )
-        model_md5 = hashlib.md5(Path(model_files(model)[0]).read_bytes()).hexdigest()[:12]
+        model_md5 = md5(Path(model_files(model)[0]))[:12]
         adapted, out_of_fold, predict_images = adapt_heads(
             models[0], got.pixels[side][position[fit_rows]], faces, fit_rows, train, args.seed,
             f"{model_md5}-{key}",
