@@ -34,6 +34,7 @@ import json
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -263,8 +264,9 @@ def check_names_free(model: str, study: optuna.Study) -> None:
     if study.get_trials(states=FINISHED):
         return  # a study that continues: its new trials take numbers not saved before
     listed = subprocess.run(
-        ["dvc", "exp", "list", "--all-commits", "--name-only"], capture_output=True, text=True
-    ).stdout.split()
+        [sys.executable, "-m", "dvc", "exp", "list", "--all-commits", "--name-only"],
+        capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
     held = sorted(name for name in listed if name.startswith(f"tune-{model}-"))
     if held:
         raise UserError(
@@ -274,15 +276,15 @@ def check_names_free(model: str, study: optuna.Study) -> None:
         )
 
 
-def save_trial(model: str, trial: int, row: dict, committed: bytes, text: bytes, params) -> None:
+def save_trial(model: str, logged: dict, summary: dict, committed: bytes, text: bytes, params):
     """The trial's DVCLive folder (its params and val scores for `dvc exp show`) and the
     workspace with its params.yaml, as experiment tune-MODEL-NNN; then both out of the way."""
     live_dir, dvc_yaml = STUDIES / model, STUDIES / "dvc.yaml"  # dvc.yaml declares the metrics
     with workspace_params(committed, text):
         with Live(str(live_dir), save_dvc_exp=False, report=None, dvcyaml=str(dvc_yaml)) as live:
-            live.log_params({"trial": trial, **row["params"]})
-            live.summary = row["summary"]
-        save_experiment(f"tune-{model}-{trial:03d}", [live_dir, dvc_yaml], params)
+            live.log_params(logged)
+            live.summary = summary
+        save_experiment(f"tune-{model}-{logged['trial']:03d}", [live_dir, dvc_yaml], params)
     shutil.rmtree(live_dir, ignore_errors=True)  # in the experiment now
     dvc_yaml.unlink(missing_ok=True)
 
@@ -305,8 +307,8 @@ def objective(model: str, base: Params, splits, features: Features, saver: Saver
         summary = {"score": round(value, 4), "epoch": report.best["epoch"]}
         for key in ("val_age_mae", "val_gender_accuracy", "val_loss"):
             summary[key] = round(report.best[key], 4)
-        row = {"params": {"state": state, "epochs": search.epochs}, "summary": summary}
-        saver.submit(save_trial, model, trial.number, row, committed, text, params)
+        logged = {"trial": trial.number, "state": state, "epochs": search.epochs}
+        saver.submit(save_trial, model, logged, summary, committed, text, params)
         print(f"trial {trial.number}: score {value:.4f} ({state}) {values}", flush=True)
         if report.pruned:
             raise optuna.TrialPruned()
