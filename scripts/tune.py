@@ -134,12 +134,18 @@ def trial_params(committed: bytes, values: dict[str, object]) -> tuple[bytes, Pa
 @contextlib.contextmanager
 def workspace_params(committed: bytes, trial: bytes):
     """params.yaml holds the trial's values while its experiment is saved; the committed
-    file is back afterwards, however the save ends."""
+    file is back afterwards, however the save ends. Each put in place whole (a temporary,
+    renamed): a kill mid-write must not leave the user's params.yaml half-written."""
+
+    def put(data: bytes) -> None:
+        with atomic_path(P.PARAMS_FILE) as tmp:
+            tmp.write_bytes(data)
+
     try:
-        P.PARAMS_FILE.write_bytes(trial)
+        put(trial)
         yield
     finally:
-        P.PARAMS_FILE.write_bytes(committed)
+        put(committed)
 
 
 class Saver:
